@@ -1,0 +1,1 @@
+//! Benchmarks of ferrite-obs; see `benches/`.

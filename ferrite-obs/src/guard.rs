@@ -1,0 +1,329 @@
+//! What a `#[probe]` call does at run time: [`SyncGuard`] around a plain call,
+//! [`Instrumented`] around an async function's future.
+//!
+//! A call does nothing beyond three loads and a branch unless recording is on
+//! or a tracer is attached to one of its probes. When active, a call takes a
+//! clock reading at entry and one at exit (per poll for futures), fires the
+//! USDT probes, keeps the thread's current command for command roots, and
+//! writes the calling thread's shard; nothing allocates, locks or makes a
+//! system call after a thread's first call at a site.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::clock::{self, Stamp};
+use crate::command::{self, Scope};
+use crate::probes::{Probe, backend};
+use crate::recording::is_recording;
+use crate::registry::REGISTRY;
+use crate::shard::Shard;
+use crate::site::Site;
+use crate::slot;
+
+/// Decides whether a call's return value is an error (`#[probe(err)]`).
+pub trait Classify<T> {
+    /// True when `output` counts as an error.
+    fn is_err(output: &T) -> bool;
+}
+
+/// No return value is an error (the default).
+#[derive(Debug)]
+pub enum NeverErr {}
+
+/// An `Err` return value is an error (`#[probe(err)]`).
+#[derive(Debug)]
+pub enum ErrOnResult {}
+
+impl<T> Classify<T> for NeverErr {
+    #[inline(always)]
+    fn is_err(_: &T) -> bool {
+        false
+    }
+}
+
+#[diagnostic::on_unimplemented(
+    message = "`#[probe(err)]` needs a function that returns `Result`, not `{Self}`",
+    label = "this function does not return a `Result`",
+    note = "remove `err` from `#[probe(...)]`, or return a `Result`"
+)]
+/// Implemented by return types that `#[probe(err)]` understands.
+pub trait ErrReturn {
+    /// True for the error variant.
+    fn is_err_value(&self) -> bool;
+}
+
+impl<T, E> ErrReturn for Result<T, E> {
+    #[inline(always)]
+    fn is_err_value(&self) -> bool {
+        self.is_err()
+    }
+}
+
+impl<T: ErrReturn> Classify<T> for ErrOnResult {
+    #[inline(always)]
+    fn is_err(output: &T) -> bool {
+        output.is_err_value()
+    }
+}
+
+/// Whether a call at `site` must do anything at all.
+#[inline(always)]
+fn wanted(site: &'static Site, recording: bool) -> bool {
+    recording
+        | Probe::ProbeEnter.is_attached()
+        | Probe::ProbeExit.is_attached()
+        | (site.meta.is_command
+            & (Probe::CommandStart.is_attached() | Probe::CommandEnd.is_attached()))
+}
+
+/// Whether the exit probes will want an elapsed time.
+#[inline(always)]
+fn exit_traced(site: &'static Site) -> bool {
+    Probe::ProbeExit.is_attached() | (site.meta.is_command & Probe::CommandEnd.is_attached())
+}
+
+/// The common start of an active call: command bookkeeping and entry probes.
+/// Returns the command id the call runs under (0 for none).
+#[inline(always)]
+fn begin(site: &'static Site) -> u64 {
+    let meta = site.meta;
+    let command = if meta.is_command {
+        let id = command::next_id();
+        backend::command_start(id, meta.c_name.as_ptr());
+        id
+    } else {
+        command::current_raw()
+    };
+    backend::probe_enter(meta.c_name.as_ptr(), command);
+    command
+}
+
+/// The common end of an active call: exit probes.
+#[inline(always)]
+fn end(site: &'static Site, command: u64, elapsed_ns: u64, error: bool) {
+    let meta = site.meta;
+    backend::probe_exit(meta.c_name.as_ptr(), command, elapsed_ns, error);
+    if meta.is_command {
+        backend::command_end(command, meta.c_name.as_ptr(), elapsed_ns, error);
+    }
+}
+
+#[inline(always)]
+fn local_shard(site: &'static Site) -> (&'static Shard, bool) {
+    let slot = slot::current();
+    (site.shard(slot, &REGISTRY), slot.exclusive())
+}
+
+/// Guard around one call of a synchronous `#[probe]` function; its drop ends
+/// the call (also when unwinding, counted as a panic).
+#[derive(Debug)]
+#[must_use]
+pub struct SyncGuard {
+    site: &'static Site,
+    active: Option<Active>,
+    error: bool,
+}
+
+#[derive(Debug)]
+struct Active {
+    command: u64,
+    scope: Option<Scope>,
+    start: Option<Stamp>,
+    shard: Option<(&'static Shard, bool)>,
+}
+
+impl SyncGuard {
+    /// Starts a call at `site`.
+    #[inline(always)]
+    pub fn enter(site: &'static Site) -> SyncGuard {
+        let recording = is_recording();
+        let active = wanted(site, recording).then(|| Self::begin(site, recording));
+        SyncGuard {
+            site,
+            active,
+            error: false,
+        }
+    }
+
+    #[inline]
+    fn begin(site: &'static Site, recording: bool) -> Active {
+        let command = begin(site);
+        let scope = site.meta.is_command.then(|| Scope::enter(command));
+        let shard = recording.then(|| {
+            let (shard, exclusive) = local_shard(site);
+            shard.record_start(exclusive);
+            (shard, exclusive)
+        });
+        let start = (recording || exit_traced(site)).then(clock::now);
+        Active {
+            command,
+            scope,
+            start,
+            shard,
+        }
+    }
+
+    /// Marks the call as failed (`#[probe(err)]` on an `Err` return).
+    #[inline(always)]
+    pub fn set_error(&mut self, error: bool) {
+        self.error = error;
+    }
+
+    #[inline]
+    fn finish(&mut self, active: Active) {
+        let elapsed = active
+            .start
+            .map_or(0, |start| clock::elapsed_ns(start, clock::now_like(start)));
+        let panicked = std::thread::panicking();
+        if let Some((shard, exclusive)) = active.shard {
+            if panicked {
+                shard.record_abandoned(true, exclusive);
+            } else {
+                shard.record_end(elapsed, self.error, exclusive);
+            }
+        }
+        drop(active.scope);
+        end(self.site, active.command, elapsed, self.error || panicked);
+    }
+}
+
+impl Drop for SyncGuard {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(active) = self.active.take() {
+            self.finish(active);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an async `#[probe]` function: times every poll and the
+    /// whole call, from first poll to completion.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Instrumented<F, C> {
+        site: &'static Site,
+        state: State,
+        #[pin]
+        inner: F,
+        classify: PhantomData<fn() -> C>,
+    }
+
+    impl<F, C> PinnedDrop for Instrumented<F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let State::Running(running) = this.state {
+                // Dropped before completion: cancelled, or unwinding from a
+                // panic in a poll.
+                let panicked = std::thread::panicking();
+                if running.recorded {
+                    let (shard, exclusive) = local_shard(this.site);
+                    shard.record_abandoned(panicked, exclusive);
+                }
+                let elapsed = running
+                    .start
+                    .map_or(0, |start| clock::elapsed_ns(start, clock::now_like(start)));
+                end(this.site, running.command, elapsed, true);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    NotStarted,
+    Running(Running),
+    Done,
+}
+
+#[derive(Debug)]
+struct Running {
+    command: u64,
+    is_command: bool,
+    start: Option<Stamp>,
+    /// The call's start was counted, so its end must be too.
+    recorded: bool,
+}
+
+impl<F, C> Instrumented<F, C> {
+    /// Wraps the body of an async function at `site`.
+    #[inline(always)]
+    pub fn new(site: &'static Site, inner: F) -> Self {
+        Instrumented {
+            site,
+            state: State::NotStarted,
+            inner,
+            classify: PhantomData,
+        }
+    }
+}
+
+impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let site = *this.site;
+        // The first poll's start is the call's start: one clock reading.
+        let mut first_poll_start = None;
+        if let State::NotStarted = this.state {
+            let recording = is_recording();
+            *this.state = if wanted(site, recording) {
+                let command = begin(site);
+                if recording {
+                    let (shard, exclusive) = local_shard(site);
+                    shard.record_start(exclusive);
+                }
+                let start = (recording || exit_traced(site)).then(clock::now);
+                first_poll_start = start;
+                State::Running(Running {
+                    command,
+                    is_command: site.meta.is_command,
+                    start,
+                    recorded: recording,
+                })
+            } else {
+                State::Done
+            };
+        }
+        let State::Running(running) = this.state else {
+            return this.inner.poll(cx);
+        };
+
+        let scope = running.is_command.then(|| Scope::enter(running.command));
+        // Busy time is measured only while recording; a tracer alone needs
+        // just the call's start and end.
+        let poll_start = match running.start {
+            Some(start) if running.recorded => {
+                Some(first_poll_start.unwrap_or_else(|| clock::now_like(start)))
+            }
+            _ => None,
+        };
+        let poll = this.inner.poll(cx);
+        drop(scope);
+        let poll_end = match running.start {
+            Some(start) if poll_start.is_some() || poll.is_ready() => Some(clock::now_like(start)),
+            _ => None,
+        };
+
+        let shard = running.recorded.then(|| local_shard(site));
+        if let (Some((shard, exclusive)), Some(from), Some(to)) = (shard, poll_start, poll_end) {
+            shard.record_poll(clock::elapsed_ns(from, to), exclusive);
+        }
+        if let Poll::Ready(output) = &poll {
+            let elapsed = match (running.start, poll_end) {
+                (Some(start), Some(to)) => clock::elapsed_ns(start, to),
+                _ => 0,
+            };
+            let error = C::is_err(output);
+            if let Some((shard, exclusive)) = shard {
+                shard.record_end(elapsed, error, exclusive);
+            }
+            end(site, running.command, elapsed, error);
+            *this.state = State::Done;
+        }
+        poll
+    }
+}

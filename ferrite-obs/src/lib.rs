@@ -1,0 +1,131 @@
+//! # ferrite-obs
+//!
+//! Always-on, in-process observability for Ferrite and the libraries it is
+//! built from. Put `#[probe]` on a hot-path function and get, per call site:
+//!
+//! - **USDT probes** (`ferrite:probe_enter` / `ferrite:probe_exit`) for
+//!   bpftrace, perf and SystemTap, free while no tracer is attached;
+//! - a **`tracing` span** whenever a subscriber wants one;
+//! - **exact counters and a latency histogram**, lock-free and sharded per
+//!   thread, while recording is on: calls, errors, in-flight, cancelled,
+//!   panicked, latency within 1.6 % from 1 ns to over an hour, and for async
+//!   functions poll count and busy time.
+//!
+//! ## For a library author
+//!
+//! ```
+//! use ferrite_obs::probe;
+//!
+//! #[probe]
+//! fn lookup(key: &str) -> Option<usize> {
+//!     key.find('x')
+//! }
+//!
+//! #[probe(name = "storage_read", level = "trace", skip(buf), err)]
+//! async fn read_block(offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+//!     Ok(buf.len())
+//! }
+//!
+//! # ferrite_obs::set_recording(true);
+//! lookup("a key");
+//! let site = ferrite_obs::sites().into_iter().find(|s| s.name == "lookup").unwrap();
+//! assert_eq!(site.calls, 1);
+//! ```
+//!
+//! Options of `#[probe(...)]`:
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `name = "..."` | the site's name in figures, spans and probes (default: the function's name) |
+//! | `level = "debug"` | level of the `tracing` span: `trace`, `debug` (default), `info`, `warn`, `error`, or `Level::X` |
+//! | `fields(a = expr, b)` | extra span fields, in `tracing`'s syntax |
+//! | `skip(a, b)`, `skip_all` | arguments not recorded on the span (others must be `Debug`) |
+//! | `err` | an `Err` return counts as an error |
+//! | `command` | a command root: see below |
+//!
+//! Spans default to `debug` rather than `tracing`'s `info`: probes sit on hot
+//! paths, and an `info` subscriber should not pay for them.
+//!
+//! ## Commands
+//!
+//! `#[probe(command)]` marks a command root. Each call gets a unique
+//! [`CommandId`], fires `ferrite:command_start` / `command_end`, and while the
+//! call runs (for an async function: during each poll of its future) the
+//! thread's current command is that id; probes nested inside report it and
+//! [`current_command`] returns it. Per-command figures are the command sites'
+//! own ([`commands`]).
+//!
+//! ```
+//! # use ferrite_obs::probe;
+//! #[probe(command, name = "GET")]
+//! fn get(key: &[u8]) -> Option<Vec<u8>> {
+//!     assert!(ferrite_obs::current_command().is_some());
+//!     None
+//! }
+//! # get(b"k");
+//! ```
+//!
+//! ## For a server operator
+//!
+//! Recording is off until the runtime (or [`set_recording`]) turns it on; the
+//! USDT probes work either way. Attach to a running server with
+//! `bpftrace -p PID` (see [`probes`] for every probe and its arguments):
+//!
+//! ```text
+//! bpftrace -p $(pidof ferrite-server) -e \
+//!   'usdt:/proc/'$(pidof ferrite-server)'/exe:ferrite:probe_exit { @[str(arg0)] = hist(arg2); }'
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | effect |
+//! |---|---|
+//! | `off` | compile-time off switch: `#[probe]` still checks its arguments but expands to the original function: no statics, no USDT notes, no cost |
+//!
+//! ## Platforms
+//!
+//! USDT probes are emitted on Linux (x86-64 and aarch64); elsewhere the probe
+//! functions are no-ops with the same signatures. Counters, histograms and
+//! spans work everywhere.
+//!
+//! ## Costs
+//!
+//! Recording off and no tracer attached: three loads and a branch per call.
+//! Recording on: two clock readings (TSC) and a handful of uncontended stores
+//! to the calling thread's own shard; no allocation, lock or system call after
+//! a thread's first call at a site. `docs/benchmarks.md` has the figures.
+
+mod clock;
+mod command;
+#[cfg(not(loom))]
+mod guard;
+pub mod histogram;
+pub mod probes;
+mod recording;
+mod registry;
+mod shard;
+mod site;
+mod slot;
+#[cfg(not(loom))]
+mod stats;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom;
+
+pub use command::{CommandId, current_command};
+pub use ferrite_obs_macros::probe;
+pub use histogram::Histogram;
+pub use recording::{is_recording, set_recording};
+pub use site::{Site, SiteMeta};
+#[cfg(not(loom))]
+pub use stats::{SiteStats, commands, sites};
+
+/// Items used by the code `#[probe]` generates. Not a public API.
+#[doc(hidden)]
+#[cfg(not(loom))]
+pub mod __private {
+    pub use crate::guard::{Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, SyncGuard};
+    pub use crate::site::{Site, SiteMeta};
+    pub use tracing;
+}

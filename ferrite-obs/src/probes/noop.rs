@@ -1,0 +1,36 @@
+//! Probes compiled out: the `off` feature, or a platform without stapsdt.
+//! Same signatures as the stapsdt backend, so callers type-check the same.
+
+pub(crate) const EMITS_PROBES: bool = false;
+
+#[inline(always)]
+pub(crate) fn attached(_probe: super::Probe) -> bool {
+    false
+}
+
+#[inline(always)]
+pub(crate) fn probe_enter(_site: *const u8, _command: u64) {}
+
+#[inline(always)]
+pub(crate) fn probe_exit(_site: *const u8, _command: u64, _elapsed_ns: u64, _error: bool) {}
+
+#[inline(always)]
+pub(crate) fn command_start(_command: u64, _name: *const u8) {}
+
+#[inline(always)]
+pub(crate) fn command_end(_command: u64, _name: *const u8, _elapsed_ns: u64, _error: bool) {}
+
+#[inline(always)]
+pub(crate) fn storage_read(_command: u64, _key: &[u8], _bytes: u64, _latency_ns: u64) {}
+
+#[inline(always)]
+pub(crate) fn storage_write(_command: u64, _key: &[u8], _bytes: u64, _latency_ns: u64) {}
+
+#[inline(always)]
+pub(crate) fn replication_sync(_replica: u64, _offset: u64, _bytes: u64, _latency_ns: u64) {}
+
+#[inline(always)]
+pub(crate) fn connection_accept(_connection: u64, _fd: i64) {}
+
+#[inline(always)]
+pub(crate) fn connection_close(_connection: u64, _commands: u64, _lifetime_ns: u64) {}

@@ -1,0 +1,116 @@
+//! SystemTap (stapsdt v3) probes through the `usdt` crate: a `nop` and an ELF
+//! note per call site, gated by a 16-bit semaphore that the kernel raises
+//! while a tracer is attached. Argument closures run only when it is raised.
+
+#[usdt::provider]
+mod ferrite {
+    fn probe_enter(site: *const u8, command: u64) {}
+    fn probe_exit(site: *const u8, command: u64, elapsed_ns: u64, error: u8) {}
+    fn command_start(command: u64, name: *const u8) {}
+    fn command_end(command: u64, name: *const u8, elapsed_ns: u64, error: u8) {}
+    fn storage_read(command: u64, key: *const u8, key_len: u64, bytes: u64, latency_ns: u64) {}
+    fn storage_write(command: u64, key: *const u8, key_len: u64, bytes: u64, latency_ns: u64) {}
+    fn replication_sync(replica: u64, offset: u64, bytes: u64, latency_ns: u64) {}
+    fn connection_accept(connection: u64, fd: i64) {}
+    fn connection_close(connection: u64, commands: u64, lifetime_ns: u64) {}
+}
+
+// The semaphores are weak symbols that `usdt` defines next to each probe
+// site. Define them here too (same section, same weak binding, so the linker
+// keeps one), so that they can be read before a probe of the same name has
+// been emitted in this object, e.g. to decide at entry whether the exit probe
+// will need a start time.
+macro_rules! semaphores {
+    ($($probe:ident => $sema:ident),* $(,)?) => {
+        $(
+            core::arch::global_asm!(concat!(
+                ".ifndef ", stringify!($sema), "\n",
+                ".pushsection .probes, \"aw\", \"progbits\"\n",
+                ".weak ", stringify!($sema), "\n",
+                ".hidden ", stringify!($sema), "\n",
+                stringify!($sema), ":\n",
+                ".zero 2\n",
+                ".type ", stringify!($sema), ", @object\n",
+                ".size ", stringify!($sema), ", 2\n",
+                ".popsection\n",
+                ".endif\n",
+            ));
+        )*
+
+        unsafe extern "C" {
+            $(static $sema: u16;)*
+        }
+
+        /// Whether a tracer is attached to `probe` right now.
+        #[inline(always)]
+        pub(crate) fn attached(probe: super::Probe) -> bool {
+            let semaphore = match probe {
+                $(super::Probe::$probe => &raw const $sema,)*
+            };
+            // SAFETY: the semaphore is a 2-byte static defined above (or by
+            // `usdt`, identically); the kernel updates it asynchronously, hence
+            // the volatile read. Reading a u16 cannot tear on supported targets.
+            unsafe { semaphore.read_volatile() != 0 }
+        }
+    };
+}
+
+semaphores! {
+    ProbeEnter => __usdt_sema_ferrite_probe_enter,
+    ProbeExit => __usdt_sema_ferrite_probe_exit,
+    CommandStart => __usdt_sema_ferrite_command_start,
+    CommandEnd => __usdt_sema_ferrite_command_end,
+    StorageRead => __usdt_sema_ferrite_storage_read,
+    StorageWrite => __usdt_sema_ferrite_storage_write,
+    ReplicationSync => __usdt_sema_ferrite_replication_sync,
+    ConnectionAccept => __usdt_sema_ferrite_connection_accept,
+    ConnectionClose => __usdt_sema_ferrite_connection_close,
+}
+
+/// Whether this build emits probes.
+pub(crate) const EMITS_PROBES: bool = true;
+
+#[inline(always)]
+pub(crate) fn probe_enter(site: *const u8, command: u64) {
+    ferrite::probe_enter!(|| (site, command));
+}
+
+#[inline(always)]
+pub(crate) fn probe_exit(site: *const u8, command: u64, elapsed_ns: u64, error: bool) {
+    ferrite::probe_exit!(|| (site, command, elapsed_ns, u8::from(error)));
+}
+
+#[inline(always)]
+pub(crate) fn command_start(command: u64, name: *const u8) {
+    ferrite::command_start!(|| (command, name));
+}
+
+#[inline(always)]
+pub(crate) fn command_end(command: u64, name: *const u8, elapsed_ns: u64, error: bool) {
+    ferrite::command_end!(|| (command, name, elapsed_ns, u8::from(error)));
+}
+
+#[inline(always)]
+pub(crate) fn storage_read(command: u64, key: &[u8], bytes: u64, latency_ns: u64) {
+    ferrite::storage_read!(|| (command, key.as_ptr(), key.len() as u64, bytes, latency_ns));
+}
+
+#[inline(always)]
+pub(crate) fn storage_write(command: u64, key: &[u8], bytes: u64, latency_ns: u64) {
+    ferrite::storage_write!(|| (command, key.as_ptr(), key.len() as u64, bytes, latency_ns));
+}
+
+#[inline(always)]
+pub(crate) fn replication_sync(replica: u64, offset: u64, bytes: u64, latency_ns: u64) {
+    ferrite::replication_sync!(|| (replica, offset, bytes, latency_ns));
+}
+
+#[inline(always)]
+pub(crate) fn connection_accept(connection: u64, fd: i64) {
+    ferrite::connection_accept!(|| (connection, fd));
+}
+
+#[inline(always)]
+pub(crate) fn connection_close(connection: u64, commands: u64, lifetime_ns: u64) {
+    ferrite::connection_close!(|| (connection, commands, lifetime_ns));
+}

@@ -1,0 +1,181 @@
+//! One thread's always-on counters for one call site.
+//!
+//! Protocol. A shard of an exclusive slot has a single writer, the thread that
+//! owns the slot, which updates each counter with a plain load and store (no
+//! `lock` prefix); the shared slot's shard is updated with `fetch_add`. Readers
+//! load every counter without stopping writers.
+//!
+//! Writers publish in this order, the last store of each group with `Release`:
+//!
+//! 1. `started` when a call begins;
+//! 2. when it ends: the histogram bucket and `sum_ns`, then `completed`
+//!    (`Release`), then `errors` (`Release`) if the call failed; or instead
+//!    `cancelled` / `panicked` (`Release`).
+//!
+//! Readers ([`Shard::read`], over all shards of a site in
+//! [`crate::site::Site::read`]) load in the reverse order, each group with
+//! `Acquire`: `errors`, then `completed`, `cancelled`, `panicked`, then the
+//! histogram and sums, then `started`. Each `Acquire` load that sees a
+//! writer's `Release` store also sees everything that writer did before it,
+//! so a concurrent read, although it is not a single instant's cut, always
+//! satisfies `errors <= calls <= histogram count` and
+//! `calls + cancelled + panicked <= started`; once the writers have finished
+//! (joined), a read is exact. The loom models in `src/loom.rs` check both.
+
+use crate::histogram::{BUCKETS, Histogram, bucket_index};
+use crate::sync::{AtomicU64, Ordering};
+
+/// Buckets held by a shard; a loom model uses a handful to stay tractable.
+#[cfg(not(loom))]
+const SHARD_BUCKETS: usize = BUCKETS;
+#[cfg(loom)]
+const SHARD_BUCKETS: usize = 4;
+
+/// Counters for one (call site, slot) pair, on cache lines of its own.
+#[repr(C, align(128))]
+pub(crate) struct Shard {
+    started: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+    cancelled: AtomicU64,
+    panicked: AtomicU64,
+    polls: AtomicU64,
+    busy_ns: AtomicU64,
+    sum_ns: AtomicU64,
+    buckets: [AtomicU64; SHARD_BUCKETS],
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").finish_non_exhaustive()
+    }
+}
+
+/// Adds `n` to a counter: a plain load and store when the caller is the only
+/// writer, an atomic add otherwise.
+#[inline(always)]
+fn add(counter: &AtomicU64, n: u64, exclusive: bool, order: Ordering) {
+    if exclusive {
+        counter.store(counter.load(Ordering::Relaxed).saturating_add(n), order);
+    } else {
+        counter.fetch_add(n, order);
+    }
+}
+
+impl Shard {
+    /// A zeroed shard on the heap.
+    pub(crate) fn boxed() -> Box<Shard> {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: `Shard` is only `AtomicU64`s (and padding), for which the
+            // all-zero bit pattern is a valid value (zero).
+            unsafe { Box::<Shard>::new_zeroed().assume_init() }
+        }
+        #[cfg(loom)]
+        {
+            Box::new(Shard {
+                started: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                cancelled: AtomicU64::new(0),
+                panicked: AtomicU64::new(0),
+                polls: AtomicU64::new(0),
+                busy_ns: AtomicU64::new(0),
+                sum_ns: AtomicU64::new(0),
+                buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            })
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn record_start(&self, exclusive: bool) {
+        add(&self.started, 1, exclusive, Ordering::Relaxed);
+    }
+
+    #[inline(always)]
+    pub(crate) fn record_end(&self, elapsed_ns: u64, error: bool, exclusive: bool) {
+        let index = bucket_index(elapsed_ns).min(SHARD_BUCKETS - 1);
+        add(&self.buckets[index], 1, exclusive, Ordering::Relaxed);
+        add(&self.sum_ns, elapsed_ns, exclusive, Ordering::Relaxed);
+        add(&self.completed, 1, exclusive, Ordering::Release);
+        if error {
+            add(&self.errors, 1, exclusive, Ordering::Release);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn record_poll(&self, busy_ns: u64, exclusive: bool) {
+        add(&self.polls, 1, exclusive, Ordering::Relaxed);
+        add(&self.busy_ns, busy_ns, exclusive, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_abandoned(&self, panicked: bool, exclusive: bool) {
+        let counter = if panicked {
+            &self.panicked
+        } else {
+            &self.cancelled
+        };
+        add(counter, 1, exclusive, Ordering::Release);
+    }
+}
+
+/// Figures folded from a site's shards; see [`crate::SiteStats`] for meaning.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) started: u64,
+    pub(crate) completed: u64,
+    pub(crate) errors: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) panicked: u64,
+    pub(crate) polls: u64,
+    pub(crate) busy_ns: u64,
+    pub(crate) histogram: Histogram,
+}
+
+/// The read phases, in the order the protocol above requires.
+pub(crate) const READ_PHASES: [ReadPhase; 4] = [
+    ReadPhase::Errors,
+    ReadPhase::Ends,
+    ReadPhase::Latency,
+    ReadPhase::Starts,
+];
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ReadPhase {
+    Errors,
+    Ends,
+    Latency,
+    Starts,
+}
+
+impl Shard {
+    /// Adds this shard's counters of one read phase into `totals`.
+    pub(crate) fn read(&self, phase: ReadPhase, totals: &mut Totals) {
+        let acquire = |c: &AtomicU64| c.load(Ordering::Acquire);
+        let relaxed = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        match phase {
+            ReadPhase::Errors => {
+                totals.errors = totals.errors.saturating_add(acquire(&self.errors))
+            }
+            ReadPhase::Ends => {
+                totals.completed = totals.completed.saturating_add(acquire(&self.completed));
+                totals.cancelled = totals.cancelled.saturating_add(acquire(&self.cancelled));
+                totals.panicked = totals.panicked.saturating_add(acquire(&self.panicked));
+            }
+            ReadPhase::Latency => {
+                for (index, bucket) in self.buckets.iter().enumerate() {
+                    let n = relaxed(bucket);
+                    if n != 0 {
+                        totals.histogram.add_bucket(index, n);
+                    }
+                }
+                totals.histogram.add_sum(relaxed(&self.sum_ns));
+                totals.polls = totals.polls.saturating_add(relaxed(&self.polls));
+                totals.busy_ns = totals.busy_ns.saturating_add(relaxed(&self.busy_ns));
+            }
+            ReadPhase::Starts => {
+                totals.started = totals.started.saturating_add(relaxed(&self.started))
+            }
+        }
+    }
+}

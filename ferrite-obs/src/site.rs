@@ -1,0 +1,138 @@
+//! Call sites: the static that `#[probe]` places in every instrumented
+//! function, holding one lazily allocated shard per thread slot.
+//!
+//! Protocol. `shards[i]` is null until the owner of slot `i` first records at
+//! this site; that thread allocates a zeroed shard and installs it with a
+//! compare-exchange (`Release`), and readers load the pointer with `Acquire`,
+//! so they see the shard initialised. Only the shared slot can have two
+//! threads racing to install; the loser frees its allocation. A pointer, once
+//! installed, never changes and the shard is never freed: a site's memory is
+//! bounded by one shard per slot. The first thread to allocate a shard also
+//! links the site into the registry, so a reader finds every site that has
+//! recorded anything.
+
+use std::ptr;
+
+use crate::registry::Registry;
+use crate::shard::{READ_PHASES, Shard, Totals};
+use crate::slot::{SLOTS, Slot};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+/// What `#[probe]` knows about a call site at compile time.
+#[derive(Debug)]
+pub struct SiteMeta {
+    /// The probe's name (the function's name unless `name = "..."` was given).
+    pub name: &'static str,
+    /// The same name followed by a NUL byte, handed to USDT probes.
+    pub c_name: &'static str,
+    /// `module_path!()` of the instrumented function.
+    pub module: &'static str,
+    /// `file!()` of the instrumented function.
+    pub file: &'static str,
+    /// `line!()` of the instrumented function.
+    pub line: u32,
+    /// Whether the function is `async`.
+    pub is_async: bool,
+    /// Whether the function is a command root (`#[probe(command)]`).
+    pub is_command: bool,
+}
+
+/// A call site's always-on state. Created by `#[probe]` as a `static`.
+pub struct Site {
+    pub(crate) meta: &'static SiteMeta,
+    pub(crate) registered: AtomicBool,
+    pub(crate) id: AtomicUsize,
+    pub(crate) next: AtomicPtr<Site>,
+    shards: [AtomicPtr<Shard>; SLOTS + 1],
+}
+
+impl Site {
+    /// A site that has not recorded yet.
+    #[cfg(not(loom))]
+    pub const fn new(meta: &'static SiteMeta) -> Self {
+        Self {
+            meta,
+            registered: AtomicBool::new(false),
+            id: AtomicUsize::new(0),
+            next: AtomicPtr::new(ptr::null_mut()),
+            shards: [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS + 1],
+        }
+    }
+
+    /// A site that has not recorded yet.
+    #[cfg(loom)]
+    pub fn new(meta: &'static SiteMeta) -> Self {
+        Self {
+            meta,
+            registered: AtomicBool::new(false),
+            id: AtomicUsize::new(0),
+            next: AtomicPtr::new(ptr::null_mut()),
+            shards: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// The site's compile-time description.
+    pub fn meta(&self) -> &'static SiteMeta {
+        self.meta
+    }
+
+    /// The shard of `slot`, allocating it (and registering the site in
+    /// `registry`) on the slot's first recording here.
+    #[inline(always)]
+    pub(crate) fn shard(&'static self, slot: Slot, registry: &Registry) -> &'static Shard {
+        let shard = self.shards[slot.index].load(Ordering::Acquire);
+        if shard.is_null() {
+            return self.install_shard(slot, registry);
+        }
+        // SAFETY: non-null pointers in `shards` come from `Box::into_raw` in
+        // `install_shard` and are never freed or replaced (see the protocol).
+        unsafe { &*shard }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn install_shard(&'static self, slot: Slot, registry: &Registry) -> &'static Shard {
+        registry.register(self);
+        let fresh = Box::into_raw(Shard::boxed());
+        let installed = match self.shards[slot.index].compare_exchange(
+            ptr::null_mut(),
+            fresh,
+            Ordering::Release,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => fresh,
+            Err(theirs) => {
+                // SAFETY: `fresh` came from `Box::into_raw` above and was not
+                // published, so this is its only owner.
+                drop(unsafe { Box::from_raw(fresh) });
+                theirs
+            }
+        };
+        // SAFETY: as in `shard`: installed shards live as long as the site.
+        unsafe { &*installed }
+    }
+
+    /// Folds every shard of this site, following the read order that the
+    /// shard protocol requires, without stopping writers.
+    pub(crate) fn read(&self) -> Totals {
+        let mut totals = Totals::default();
+        for phase in READ_PHASES {
+            for shard in &self.shards {
+                let shard = shard.load(Ordering::Acquire);
+                if !shard.is_null() {
+                    // SAFETY: see `shard`.
+                    unsafe { &*shard }.read(phase, &mut totals);
+                }
+            }
+        }
+        totals
+    }
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("meta", self.meta)
+            .finish_non_exhaustive()
+    }
+}

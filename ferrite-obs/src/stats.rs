@@ -1,0 +1,108 @@
+//! Reading the call-site figures.
+
+use crate::sync::Ordering;
+
+use crate::histogram::Histogram;
+use crate::registry::REGISTRY;
+use crate::site::Site;
+
+/// The figures of one call site, folded from every thread's shard.
+///
+/// All counters are monotonic since the process started (the runtime turns
+/// them into per-interval rates). Read while calls are running, the figures
+/// are not one instant's cut, but they are always consistent as inequalities:
+/// `errors <= calls <= latency.count()` and
+/// `calls + cancelled + panicked <= started`. Once the calls have finished, they
+/// are exact.
+#[derive(Clone, Debug)]
+pub struct SiteStats {
+    /// Registration order of the site, unique in the process.
+    pub id: usize,
+    /// Probe name (the function's name unless `name = "..."` was given).
+    pub name: &'static str,
+    /// Module path of the instrumented function.
+    pub module: &'static str,
+    /// Source file of the instrumented function.
+    pub file: &'static str,
+    /// Source line of the instrumented function.
+    pub line: u32,
+    /// Whether the function is `async`.
+    pub is_async: bool,
+    /// Whether the function is a command root (`#[probe(command)]`).
+    pub is_command: bool,
+    /// Calls that began while recording.
+    pub started: u64,
+    /// Calls that returned (or whose future completed).
+    pub calls: u64,
+    /// Calls that returned `Err` (with `#[probe(err)]`).
+    pub errors: u64,
+    /// Async calls whose future was dropped before completing.
+    pub cancelled: u64,
+    /// Calls that unwound from a panic.
+    pub panicked: u64,
+    /// Polls of async calls.
+    pub polls: u64,
+    /// Time spent inside polls of async calls, in nanoseconds.
+    pub busy_ns: u64,
+    /// Latency of completed calls in nanoseconds: call to return, or an async
+    /// call's first poll to completion. Its sum is the total time.
+    pub latency: Histogram,
+}
+
+impl SiteStats {
+    /// Calls under way: started and not yet returned, cancelled or panicked.
+    pub fn in_flight(&self) -> u64 {
+        self.started
+            .saturating_sub(self.calls)
+            .saturating_sub(self.cancelled)
+            .saturating_sub(self.panicked)
+    }
+
+    /// Latency at quantile `q` in nanoseconds (within 1.6 %).
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        self.latency.quantile(q)
+    }
+
+    fn read(site: &'static Site) -> SiteStats {
+        let meta = site.meta();
+        let totals = site.read();
+        SiteStats {
+            id: site.id.load(Ordering::Relaxed),
+            name: meta.name,
+            module: meta.module,
+            file: meta.file,
+            line: meta.line,
+            is_async: meta.is_async,
+            is_command: meta.is_command,
+            started: totals.started,
+            calls: totals.completed,
+            errors: totals.errors,
+            cancelled: totals.cancelled,
+            panicked: totals.panicked,
+            polls: totals.polls,
+            busy_ns: totals.busy_ns,
+            latency: totals.histogram,
+        }
+    }
+}
+
+/// Figures of every call site that has recorded, in registration order.
+///
+/// Reading never blocks or slows down the probed calls. Sites that have not
+/// recorded yet are not listed.
+pub fn sites() -> Vec<SiteStats> {
+    let mut all: Vec<SiteStats> = REGISTRY.sites().map(SiteStats::read).collect();
+    all.sort_by_key(|s| s.id);
+    all
+}
+
+/// Figures of the command roots (`#[probe(command)]`), in registration order.
+pub fn commands() -> Vec<SiteStats> {
+    let mut all: Vec<SiteStats> = REGISTRY
+        .sites()
+        .filter(|site| site.meta().is_command)
+        .map(SiteStats::read)
+        .collect();
+    all.sort_by_key(|s| s.id);
+    all
+}

@@ -1,0 +1,1 @@
+//! The instrumented host programs and end-to-end tests of ferrite-obs.
