@@ -167,7 +167,7 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
             .into_iter()
             .filter(|p| !args.skips.contains(p))
             .filter(|p| !user_fields.contains(&p.to_string()))
-            .map(|p| quote!(#p = ::ferrite_obs::__private::tracing::field::debug(&#p)))
+            .map(|p| quote_spanned!(p.span()=> #p = ::ferrite_obs::__private::tracing::field::debug(&#p)))
             .collect()
     };
     let extra_fields = args.fields.iter();
@@ -220,7 +220,7 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
             ReturnType::Default => sig.ident.span(),
         };
         let classify_call = quote_spanned! {ret_span=>
-            <#classify as ::ferrite_obs::__private::Classify<_>>::is_err(&__ferrite_ret)
+            <::ferrite_obs::__private::ErrOnResult as ::ferrite_obs::__private::Classify<_>>::is_err(&__ferrite_ret)
         };
         quote! {
             #site

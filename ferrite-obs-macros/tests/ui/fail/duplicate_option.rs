@@ -1,0 +1,6 @@
+#[ferrite_obs::probe(err, name = "a", err)]
+fn a() -> Result<(), ()> {
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[ferrite_obs::probe]
+struct NotAFunction;
+
+fn main() {}
