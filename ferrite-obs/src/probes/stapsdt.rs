@@ -2,14 +2,17 @@
 //! note per call site, gated by a 16-bit semaphore that the kernel raises
 //! while a tracer is attached. Argument closures run only when it is raised.
 
+// Strings and keys travel as their address in a u64: `usdt` describes
+// pointer-typed arguments as memory operands (`8@(%rsi)`), which would hand
+// tracers the first bytes of the string instead of its address.
 #[usdt::provider]
 mod ferrite {
-    fn probe_enter(site: *const u8, command: u64) {}
-    fn probe_exit(site: *const u8, command: u64, elapsed_ns: u64, error: u8) {}
-    fn command_start(command: u64, name: *const u8) {}
-    fn command_end(command: u64, name: *const u8, elapsed_ns: u64, error: u8) {}
-    fn storage_read(command: u64, key: *const u8, key_len: u64, bytes: u64, latency_ns: u64) {}
-    fn storage_write(command: u64, key: *const u8, key_len: u64, bytes: u64, latency_ns: u64) {}
+    fn probe_enter(site: u64, command: u64) {}
+    fn probe_exit(site: u64, command: u64, elapsed_ns: u64, error: u8) {}
+    fn command_start(command: u64, name: u64) {}
+    fn command_end(command: u64, name: u64, elapsed_ns: u64, error: u8) {}
+    fn storage_read(command: u64, key: u64, key_len: u64, bytes: u64, latency_ns: u64) {}
+    fn storage_write(command: u64, key: u64, key_len: u64, bytes: u64, latency_ns: u64) {}
     fn replication_sync(replica: u64, offset: u64, bytes: u64, latency_ns: u64) {}
     fn connection_accept(connection: u64, fd: i64) {}
     fn connection_close(connection: u64, commands: u64, lifetime_ns: u64) {}
@@ -70,34 +73,52 @@ semaphores! {
 /// Whether this build emits probes.
 pub(crate) const EMITS_PROBES: bool = true;
 
+/// The address of a string or key, as the probes carry it.
+#[inline(always)]
+fn addr(p: *const u8) -> u64 {
+    p as usize as u64
+}
+
 #[inline(always)]
 pub(crate) fn probe_enter(site: *const u8, command: u64) {
-    ferrite::probe_enter!(|| (site, command));
+    ferrite::probe_enter!(|| (addr(site), command));
 }
 
 #[inline(always)]
 pub(crate) fn probe_exit(site: *const u8, command: u64, elapsed_ns: u64, error: bool) {
-    ferrite::probe_exit!(|| (site, command, elapsed_ns, u8::from(error)));
+    ferrite::probe_exit!(|| (addr(site), command, elapsed_ns, u8::from(error)));
 }
 
 #[inline(always)]
 pub(crate) fn command_start(command: u64, name: *const u8) {
-    ferrite::command_start!(|| (command, name));
+    ferrite::command_start!(|| (command, addr(name)));
 }
 
 #[inline(always)]
 pub(crate) fn command_end(command: u64, name: *const u8, elapsed_ns: u64, error: bool) {
-    ferrite::command_end!(|| (command, name, elapsed_ns, u8::from(error)));
+    ferrite::command_end!(|| (command, addr(name), elapsed_ns, u8::from(error)));
 }
 
 #[inline(always)]
 pub(crate) fn storage_read(command: u64, key: &[u8], bytes: u64, latency_ns: u64) {
-    ferrite::storage_read!(|| (command, key.as_ptr(), key.len() as u64, bytes, latency_ns));
+    ferrite::storage_read!(|| (
+        command,
+        addr(key.as_ptr()),
+        key.len() as u64,
+        bytes,
+        latency_ns
+    ));
 }
 
 #[inline(always)]
 pub(crate) fn storage_write(command: u64, key: &[u8], bytes: u64, latency_ns: u64) {
-    ferrite::storage_write!(|| (command, key.as_ptr(), key.len() as u64, bytes, latency_ns));
+    ferrite::storage_write!(|| (
+        command,
+        addr(key.as_ptr()),
+        key.len() as u64,
+        bytes,
+        latency_ns
+    ));
 }
 
 #[inline(always)]
