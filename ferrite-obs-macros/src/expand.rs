@@ -193,8 +193,13 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
         static __FERRITE_SITE: ::ferrite_obs::__private::Site =
             ::ferrite_obs::__private::Site::new(&__FERRITE_META);
     };
+    // Spanned on the return type: that is where a non-`Result` is reported.
+    let ret_span = match &sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => sig.ident.span(),
+    };
     let classify = if args.err {
-        quote!(::ferrite_obs::__private::ErrOnResult)
+        quote_spanned!(ret_span=> ::ferrite_obs::__private::ErrOnResult)
     } else {
         quote!(::ferrite_obs::__private::NeverErr)
     };
@@ -214,31 +219,34 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
             )
             .await
         }
-    } else if args.err {
-        let ret_span = match &sig.output {
-            ReturnType::Type(_, ty) => ty.span(),
-            ReturnType::Default => sig.ident.span(),
-        };
-        let classify_call = quote_spanned! {ret_span=>
-            <::ferrite_obs::__private::ErrOnResult as ::ferrite_obs::__private::Classify<_>>::is_err(&__ferrite_ret)
-        };
-        quote! {
-            #site
-            let __ferrite_span = #span;
-            let __ferrite_entered = __ferrite_span.enter();
-            let mut __ferrite_guard = ::ferrite_obs::__private::SyncGuard::enter(&__FERRITE_SITE);
-            #[allow(clippy::redundant_closure_call)]
-            let __ferrite_ret = (move || #block)();
-            __ferrite_guard.set_error(#classify_call);
-            __ferrite_ret
-        }
     } else {
+        // The body is compiled once, as a closure: called directly when the
+        // site is inactive (the function stays a leaf with the bare frame),
+        // through the out-of-line `run` otherwise.
+        let fake_return = fake_return(&sig.output);
         quote! {
             #site
-            let __ferrite_span = #span;
-            let __ferrite_entered = __ferrite_span.enter();
-            let __ferrite_guard = ::ferrite_obs::__private::SyncGuard::enter(&__FERRITE_SITE);
-            #block
+            let __ferrite_active = ::ferrite_obs::__private::active(#is_command);
+            let __ferrite_span_on = ::ferrite_obs::__private::tracing::level_enabled!(#level);
+            let __ferrite_span = if __ferrite_span_on {
+                ::core::option::Option::Some(#span)
+            } else {
+                ::core::option::Option::None
+            };
+            let __ferrite_body = move || {
+                #fake_return
+                #block
+            };
+            if !(__ferrite_active | __ferrite_span_on) {
+                __ferrite_body()
+            } else {
+                ::ferrite_obs::__private::run::<_, #classify>(
+                    &__FERRITE_SITE,
+                    #is_command,
+                    __ferrite_span,
+                    __ferrite_body,
+                )
+            }
         }
     };
 
@@ -300,7 +308,7 @@ mod tests {
             ),
             "{out}"
         );
-        assert!(out.contains("SyncGuard :: enter"), "{out}");
+        assert!(out.contains(":: ferrite_obs :: __private :: run :: < _ , :: ferrite_obs :: __private :: NeverErr >"), "{out}");
         assert!(
             out.contains("x = :: ferrite_obs :: __private :: tracing :: field :: debug (& x)"),
             "{out}"

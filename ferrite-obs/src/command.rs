@@ -60,6 +60,25 @@ pub fn current_command() -> Option<CommandId> {
     NonZeroU64::new(current_raw()).map(CommandId)
 }
 
+/// Makes `id` the thread's current command; returns the previous one, for
+/// [`restore`].
+#[inline(always)]
+pub(crate) fn enter(id: u64) -> u64 {
+    // Load and store, not `swap`: only this thread writes its cell, and
+    // `xchg` would be an implicitly locked instruction.
+    CURRENT.with(|c| {
+        let previous = c.load(Ordering::Relaxed);
+        c.store(id, Ordering::Relaxed);
+        previous
+    })
+}
+
+/// Makes `previous` the thread's current command again.
+#[inline(always)]
+pub(crate) fn restore(previous: u64) {
+    CURRENT.with(|c| c.store(previous, Ordering::Relaxed));
+}
+
 /// Makes `id` the thread's current command until dropped, then restores the
 /// previous one (also when unwinding).
 #[derive(Debug)]
@@ -70,21 +89,16 @@ pub(crate) struct Scope {
 impl Scope {
     #[inline(always)]
     pub(crate) fn enter(id: u64) -> Scope {
-        // Load and store, not `swap`: only this thread writes its cell, and
-        // `xchg` would be an implicitly locked instruction.
-        let previous = CURRENT.with(|c| {
-            let previous = c.load(Ordering::Relaxed);
-            c.store(id, Ordering::Relaxed);
-            previous
-        });
-        Scope { previous }
+        Scope {
+            previous: enter(id),
+        }
     }
 }
 
 impl Drop for Scope {
     #[inline(always)]
     fn drop(&mut self) {
-        CURRENT.with(|c| c.store(self.previous, Ordering::Relaxed));
+        restore(self.previous);
     }
 }
 

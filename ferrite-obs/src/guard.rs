@@ -14,6 +14,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::clock::{self, Stamp};
+use tracing::Span;
+use tracing::span::EnteredSpan;
+
 use crate::command::{self, Scope};
 use crate::probes::{Probe, backend};
 use crate::recording::is_recording;
@@ -68,20 +71,20 @@ impl<T: ErrReturn> Classify<T> for ErrOnResult {
     }
 }
 
-/// Whether a call at `site` must do anything at all.
+/// Whether a call must do anything at all. `is_command` is a constant of the
+/// call site, so for plain sites the command probes are not even read.
 #[inline(always)]
-fn wanted(site: &'static Site, recording: bool) -> bool {
+fn wanted(recording: bool, is_command: bool) -> bool {
     recording
         | Probe::ProbeEnter.is_attached()
         | Probe::ProbeExit.is_attached()
-        | (site.meta.is_command
-            & (Probe::CommandStart.is_attached() | Probe::CommandEnd.is_attached()))
+        | (is_command && (Probe::CommandStart.is_attached() | Probe::CommandEnd.is_attached()))
 }
 
 /// Whether the exit probes will want an elapsed time.
 #[inline(always)]
-fn exit_traced(site: &'static Site) -> bool {
-    Probe::ProbeExit.is_attached() | (site.meta.is_command & Probe::CommandEnd.is_attached())
+fn exit_traced(is_command: bool) -> bool {
+    Probe::ProbeExit.is_attached() | (is_command && Probe::CommandEnd.is_attached())
 }
 
 /// The common start of an active call: command bookkeeping and entry probes.
@@ -116,85 +119,124 @@ fn local_shard(site: &'static Site) -> (&'static Shard, bool) {
     (site.shard(slot, &REGISTRY), slot.exclusive())
 }
 
-/// Guard around one call of a synchronous `#[probe]` function; its drop ends
-/// the call (also when unwinding, counted as a panic).
-#[derive(Debug)]
-#[must_use]
-pub struct SyncGuard {
+/// Whether a synchronous call at a site must go through [`run`]; the rest
+/// of `#[probe]`'s fast-path test is `tracing::level_enabled!`, evaluated in
+/// the generated code. `is_command` is the site's own (constant) flag.
+#[inline(always)]
+pub fn active(is_command: bool) -> bool {
+    wanted(is_recording(), is_command)
+}
+
+/// One call of a synchronous `#[probe]` function that is recorded, traced or
+/// spanned: the function's body runs inside a guard whose drop ends the call
+/// (also when unwinding, counted as a panic).
+///
+/// Out of line and generic over the body, so that the instrumented function
+/// itself is the fast-path test plus the body, with a frame no larger than
+/// the bare function's.
+#[inline(never)]
+pub fn run<R, C: Classify<R>>(
     site: &'static Site,
+    is_command: bool,
+    span: Option<Span>,
+    body: impl FnOnce() -> R,
+) -> R {
+    let recording = is_recording();
+    let mut guard = SyncGuard {
+        active: Some(Active {
+            site,
+            error: false,
+            call: None,
+            span: span.filter(|s| !s.is_none()).map(Span::entered),
+        }),
+    };
+    if wanted(recording, is_command) {
+        if let Some(active) = &mut guard.active {
+            begin_call(active, recording, is_command);
+        }
+    }
+    let output = body();
+    if let Some(active) = &mut guard.active {
+        active.error = C::is_err(&output);
+    }
+    output
+}
+
+struct SyncGuard {
     active: Option<Active>,
-    error: bool,
 }
 
 #[derive(Debug)]
 struct Active {
+    site: &'static Site,
+    error: bool,
+    /// Set when the call is timed or traced (not only a span).
+    call: Option<Call>,
+    /// Entered for the whole call; exited after the call's end is recorded.
+    span: Option<EnteredSpan>,
+}
+
+#[derive(Debug)]
+struct Call {
     command: u64,
-    scope: Option<Scope>,
+    /// The command to restore when this call is a command root.
+    restore: Option<u64>,
     start: Option<Stamp>,
     shard: Option<(&'static Shard, bool)>,
 }
 
-impl SyncGuard {
-    /// Starts a call at `site`.
-    #[inline(always)]
-    pub fn enter(site: &'static Site) -> SyncGuard {
-        let recording = is_recording();
-        let active = wanted(site, recording).then(|| Self::begin(site, recording));
-        SyncGuard {
+impl Drop for SyncGuard {
+    #[inline]
+    fn drop(&mut self) {
+        let Some(Active {
             site,
-            active,
-            error: false,
-        }
-    }
-
-    #[inline]
-    fn begin(site: &'static Site, recording: bool) -> Active {
-        let command = begin(site);
-        let scope = site.meta.is_command.then(|| Scope::enter(command));
-        let shard = recording.then(|| {
-            let (shard, exclusive) = local_shard(site);
-            shard.record_start(exclusive);
-            (shard, exclusive)
-        });
-        let start = (recording || exit_traced(site)).then(clock::now);
-        Active {
-            command,
-            scope,
-            start,
-            shard,
-        }
-    }
-
-    /// Marks the call as failed (`#[probe(err)]` on an `Err` return).
-    #[inline(always)]
-    pub fn set_error(&mut self, error: bool) {
-        self.error = error;
-    }
-
-    #[inline]
-    fn finish(&mut self, active: Active) {
-        let elapsed = active
-            .start
-            .map_or(0, |start| clock::elapsed_ns(start, clock::now_like(start)));
-        let panicked = std::thread::panicking();
-        if let Some((shard, exclusive)) = active.shard {
-            if panicked {
-                shard.record_abandoned(true, exclusive);
-            } else {
-                shard.record_end(elapsed, self.error, exclusive);
+            error,
+            call,
+            span,
+        }) = self.active.take()
+        else {
+            return;
+        };
+        if let Some(call) = call {
+            let elapsed = call
+                .start
+                .map_or(0, |start| clock::elapsed_ns(start, clock::now_like(start)));
+            let panicked = std::thread::panicking();
+            if let Some((shard, exclusive)) = call.shard {
+                if panicked {
+                    shard.record_abandoned(true, exclusive);
+                } else {
+                    shard.record_end(elapsed, error, exclusive);
+                }
             }
+            if let Some(previous) = call.restore {
+                command::restore(previous);
+            }
+            end(site, call.command, elapsed, error || panicked);
         }
-        drop(active.scope);
-        end(self.site, active.command, elapsed, self.error || panicked);
+        drop(span);
     }
 }
 
-impl Drop for SyncGuard {
-    #[inline(always)]
-    fn drop(&mut self) {
-        if let Some(active) = self.active.take() {
-            self.finish(active);
-        }
+#[inline]
+fn begin_call(active: &mut Active, recording: bool, is_command: bool) {
+    let site = active.site;
+    let command = begin(site);
+    let restore = is_command.then(|| command::enter(command));
+    let shard = recording.then(|| {
+        let (shard, exclusive) = local_shard(site);
+        shard.record_start(exclusive);
+        (shard, exclusive)
+    });
+    let call = active.call.insert(Call {
+        command,
+        restore,
+        start: None,
+        shard,
+    });
+    // Last, so the call's own bookkeeping is not timed.
+    if recording || exit_traced(is_command) {
+        call.start = Some(clock::now());
     }
 }
 
@@ -270,13 +312,13 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
         let mut first_poll_start = None;
         if let State::NotStarted = this.state {
             let recording = is_recording();
-            *this.state = if wanted(site, recording) {
+            *this.state = if wanted(recording, site.meta.is_command) {
                 let command = begin(site);
                 if recording {
                     let (shard, exclusive) = local_shard(site);
                     shard.record_start(exclusive);
                 }
-                let start = (recording || exit_traced(site)).then(clock::now);
+                let start = (recording || exit_traced(site.meta.is_command)).then(clock::now);
                 first_poll_start = start;
                 State::Running(Running {
                     command,

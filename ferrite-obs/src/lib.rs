@@ -125,7 +125,7 @@ pub use stats::{SiteStats, commands, sites};
 #[doc(hidden)]
 #[cfg(not(loom))]
 pub mod __private {
-    pub use crate::guard::{Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, SyncGuard};
+    pub use crate::guard::{Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, active, run};
     pub use crate::site::{Site, SiteMeta};
     pub use tracing;
 }

@@ -47,15 +47,41 @@ macro_rules! semaphores {
         /// Whether a tracer is attached to `probe` right now.
         #[inline(always)]
         pub(crate) fn attached(probe: super::Probe) -> bool {
-            let semaphore = match probe {
-                $(super::Probe::$probe => &raw const $sema,)*
-            };
-            // SAFETY: the semaphore is a 2-byte static defined above (or by
-            // `usdt`, identically); the kernel updates it asynchronously, hence
-            // the volatile read. Reading a u16 cannot tear on supported targets.
-            unsafe { semaphore.read_volatile() != 0 }
+            match probe {
+                $(super::Probe::$probe => read_semaphore!($sema),)*
+            }
         }
     };
+}
+
+/// Reads a semaphore. On x86-64 the load is RIP-relative through `sym`: a
+/// plain `extern` static would be reached through the GOT (it might be
+/// defined in another object), an extra load on every probed call.
+#[cfg(target_arch = "x86_64")]
+macro_rules! read_semaphore {
+    ($sema:ident) => {{
+        let value: u32;
+        // SAFETY: reads the 2-byte semaphore defined above (or identically by
+        // `usdt`); the kernel updates it asynchronously, and the asm is not
+        // `pure`, so every call reads it afresh.
+        unsafe {
+            core::arch::asm!(
+                "movzx {value:e}, word ptr [rip + {sema}]",
+                value = out(reg) value,
+                sema = sym $sema,
+                options(nostack, preserves_flags, readonly),
+            );
+        }
+        value != 0
+    }};
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! read_semaphore {
+    ($sema:ident) => {{
+        // SAFETY: as above; a volatile read because the kernel updates it.
+        unsafe { (&raw const $sema).read_volatile() != 0 }
+    }};
 }
 
 semaphores! {
