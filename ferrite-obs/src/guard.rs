@@ -142,19 +142,18 @@ pub fn run<R, C: Classify<R>>(
     body: impl FnOnce() -> R,
 ) -> R {
     let recording = is_recording();
-    let mut guard = SyncGuard {
-        active: Some(Active {
-            site,
-            error: false,
-            call: None,
-            span: span.filter(|s| !s.is_none()).map(Span::entered),
-        }),
+    let mut active = Active {
+        site,
+        error: false,
+        call: None,
+        span: span.filter(|s| !s.is_none()).map(Span::entered),
     };
     if wanted(recording, is_command) {
-        if let Some(active) = &mut guard.active {
-            begin_call(active, recording, is_command);
-        }
+        begin_call(&mut active, recording, is_command);
     }
+    let mut guard = SyncGuard {
+        active: Some(active),
+    };
     let output = body();
     if let Some(active) = &mut guard.active {
         active.error = C::is_err(&output);

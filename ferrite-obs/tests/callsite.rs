@@ -168,7 +168,7 @@ fn many_threads_at_once_lose_nothing() {
 
     #[probe(err)]
     fn maybe_fail(i: u64) -> Result<u64, u64> {
-        if i % 10 == 0 { Err(i) } else { Ok(i) }
+        if i.is_multiple_of(10) { Err(i) } else { Ok(i) }
     }
 
     #[probe]

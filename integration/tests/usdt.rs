@@ -63,10 +63,10 @@ fn stapsdt_notes(binary: &Path) -> Vec<(String, String)> {
         // readelf prints `Provider:` at the end of the note's header line.
         if let Some((_, p)) = line.split_once("Provider: ") {
             provider = Some(p.trim().to_string());
-        } else if let Some(name) = line.trim().strip_prefix("Name: ") {
-            if let Some(p) = provider.take() {
-                notes.push((p, name.to_string()));
-            }
+        } else if let Some(name) = line.trim().strip_prefix("Name: ")
+            && let Some(p) = provider.take()
+        {
+            notes.push((p, name.to_string()));
         }
     }
     notes
