@@ -39,6 +39,27 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
+/// A writer's first operation, a store the reader's first operation reads.
+///
+/// loom 0.7 does not reorder a thread whose next operation is a load ahead of
+/// another thread's loads: a writer that begins with loads (every recording
+/// does: load, then store) would never run inside the read, and the model
+/// would pass whatever the read order. Starting each writer with a store the
+/// reader conflicts with makes loom explore the writers running before,
+/// inside and after the read (checked: reversing the read order fails).
+#[derive(Default)]
+struct Running(crate::sync::AtomicUsize);
+
+impl Running {
+    fn start(&self) {
+        self.0.fetch_add(1, crate::sync::Ordering::Relaxed);
+    }
+
+    fn observe(&self) {
+        self.0.load(crate::sync::Ordering::Relaxed);
+    }
+}
+
 fn assert_consistent(t: &Totals) {
     let hist = t.histogram.count();
     assert!(
@@ -96,8 +117,10 @@ fn concurrent_fold_is_consistent_and_exact_after_join() {
     model(|| {
         let registry = leak(Registry::new());
         let site = leak(Site::new(&META));
+        let running = leak(Running::default());
         let writer = |slot: Slot, error: bool| {
             move || {
+                running.start();
                 let shard = site.shard(slot, registry);
                 shard.record_start(slot.exclusive());
                 shard.record_end(3, error, slot.exclusive());
@@ -106,6 +129,7 @@ fn concurrent_fold_is_consistent_and_exact_after_join() {
         let t1 = thread::spawn(writer(Slot::new(0), true));
         let t2 = thread::spawn(writer(Slot::new(1), false));
 
+        running.observe();
         assert_consistent(&site.read());
 
         t1.join().unwrap();
@@ -124,7 +148,9 @@ fn shared_slot_writers_lose_nothing() {
     model(|| {
         let registry = leak(Registry::new());
         let site = leak(Site::new(&META));
+        let running = leak(Running::default());
         let writer = move || {
+            running.start();
             let slot = Slot::new(SHARED);
             let shard = site.shard(slot, registry);
             shard.record_start(false);
@@ -132,6 +158,7 @@ fn shared_slot_writers_lose_nothing() {
         };
         let t1 = thread::spawn(writer);
         let t2 = thread::spawn(writer);
+        running.observe();
         assert_consistent(&site.read());
         t1.join().unwrap();
         t2.join().unwrap();
@@ -147,13 +174,16 @@ fn abandoned_calls_are_counted_before_they_are_visible_as_ended() {
     model(|| {
         let registry = leak(Registry::new());
         let site = leak(Site::new(&META));
+        let running = leak(Running::default());
         let t1 = thread::spawn(move || {
+            running.start();
             let shard = site.shard(Slot::new(0), registry);
             shard.record_start(true);
             shard.record_abandoned(false, true);
             shard.record_start(true);
             shard.record_abandoned(true, true);
         });
+        running.observe();
         assert_consistent(&site.read());
         t1.join().unwrap();
         let totals = site.read();

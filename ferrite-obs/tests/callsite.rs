@@ -4,6 +4,8 @@
 //! Every test owns its instrumented functions, so tests running in parallel
 //! never share a site; recording is switched on and never off.
 
+#![cfg(not(loom))]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the system packages ferrite-obs's build, demo and tests need, when
+# they are missing. Debian packages; needs root (or sudo) only when something
+# is missing.
+set -euo pipefail
+
+# command -> Debian package providing it
+declare -A NEEDED=(
+    [bpftrace]=bpftrace     # attaches to the USDT probes in the tests
+    [readelf]=binutils      # lists the stapsdt notes
+    [kill]=procps           # stops bpftrace with SIGINT so it flushes
+)
+
+missing=()
+for command in "${!NEEDED[@]}"; do
+    command -v "$command" >/dev/null 2>&1 || missing+=("${NEEDED[$command]}")
+done
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "deps: cargo is missing: install a Rust toolchain (rustup, 1.95 or newer)" >&2
+    exit 1
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        sudo="sudo"
+    else
+        echo "deps: missing packages ${missing[*]}, and not root: install them with apt-get" >&2
+        exit 1
+    fi
+fi
+echo "deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, clippy with -D warnings,
+# every test of the workspace (kernel-facing tests included and required),
+# the trybuild UI tests, and the loom models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== loom models (--cfg loom, release)"
+RUSTFLAGS="--cfg loom" cargo test --quiet -p ferrite-obs --release --lib \
+    --target-dir target/loom loom
+
+echo "== cargo test --workspace"
+# The USDT tests attach real bpftrace: as root here, so a skip is a failure.
+FERRITE_OBS_REQUIRE_KERNEL=1 cargo test --workspace
