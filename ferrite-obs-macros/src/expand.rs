@@ -237,15 +237,21 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
                 #fake_return
                 #block
             };
-            if !(__ferrite_active | __ferrite_span_on) {
-                __ferrite_body()
-            } else {
-                ::ferrite_obs::__private::run::<_, #classify>(
+            match __ferrite_span {
+                ::core::option::Option::None if !__ferrite_active => __ferrite_body(),
+                ::core::option::Option::None => ::ferrite_obs::__private::run::<_, #classify>(
                     &__FERRITE_SITE,
                     #is_command,
-                    __ferrite_span,
                     __ferrite_body,
-                )
+                ),
+                ::core::option::Option::Some(__ferrite_span) => {
+                    ::ferrite_obs::__private::run_spanned::<_, #classify>(
+                        &__FERRITE_SITE,
+                        #is_command,
+                        __ferrite_span,
+                        __ferrite_body,
+                    )
+                }
             }
         }
     };

@@ -5,8 +5,8 @@
 //! costs about half of `clock_gettime`. Calibration takes up to 200 ms, so it
 //! runs when recording is turned on ([`calibrate`]), never inside a probed
 //! call. Until then (a tracer attached to a process whose runtime is off),
-//! readings come from the monotonic clock and carry a tag bit; the end of an
-//! interval is always read from the source its start was read from.
+//! readings come from the monotonic clock. A reading carries the clock it was
+//! taken from, and the end of an interval is read from that same clock.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -14,12 +14,46 @@ use std::time::Instant;
 static TSC: OnceLock<quanta::Clock> = OnceLock::new();
 static MONOTONIC_BASE: OnceLock<Instant> = OnceLock::new();
 
-/// Set on readings taken from the monotonic clock (in ns since `MONOTONIC_BASE`).
-const MONOTONIC: u64 = 1 << 63;
+/// One clock reading: raw TSC ticks of `tsc`, or monotonic nanoseconds since
+/// `MONOTONIC_BASE` when `tsc` is `None`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    raw: u64,
+    tsc: Option<&'static quanta::Clock>,
+}
 
-/// One clock reading.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stamp(u64);
+impl Stamp {
+    /// A placeholder for calls that are not timed; its intervals are zero.
+    pub(crate) const ZERO: Stamp = Stamp { raw: 0, tsc: None };
+
+    /// A reading from the clock this one was read from.
+    #[inline(always)]
+    pub(crate) fn now_like(self) -> Stamp {
+        match self.tsc {
+            Some(clock) => Stamp {
+                raw: clock.raw(),
+                tsc: Some(clock),
+            },
+            None => monotonic(),
+        }
+    }
+
+    /// Nanoseconds from `self` to `end`, a later reading of the same clock;
+    /// zero if `end` is not later.
+    #[inline(always)]
+    pub(crate) fn elapsed_ns(self, end: Stamp) -> u64 {
+        match self.tsc {
+            Some(clock) => clock.delta_as_nanos(self.raw, end.raw),
+            None => end.raw.saturating_sub(self.raw),
+        }
+    }
+
+    /// Nanoseconds from `self` to now.
+    #[inline(always)]
+    pub(crate) fn elapsed(self) -> u64 {
+        self.elapsed_ns(self.now_like())
+    }
+}
 
 /// Calibrates the TSC clock (once per process; up to 200 ms the first time).
 pub(crate) fn calibrate() {
@@ -30,35 +64,21 @@ pub(crate) fn calibrate() {
 #[inline(always)]
 pub(crate) fn now() -> Stamp {
     match TSC.get() {
-        Some(clock) => Stamp(clock.raw() & !MONOTONIC),
+        Some(clock) => Stamp {
+            raw: clock.raw(),
+            tsc: Some(clock),
+        },
         None => monotonic(),
-    }
-}
-
-/// A reading from the clock `start` was read from.
-#[inline(always)]
-pub(crate) fn now_like(start: Stamp) -> Stamp {
-    match TSC.get() {
-        Some(clock) if start.0 & MONOTONIC == 0 => Stamp(clock.raw() & !MONOTONIC),
-        _ => monotonic(),
-    }
-}
-
-/// Nanoseconds from `start` to `end`, two readings of the same clock; zero if
-/// `end` is not later.
-#[inline(always)]
-pub(crate) fn elapsed_ns(start: Stamp, end: Stamp) -> u64 {
-    match TSC.get() {
-        Some(clock) if start.0 & MONOTONIC == 0 => clock.delta_as_nanos(start.0, end.0),
-        _ => (end.0 & !MONOTONIC).saturating_sub(start.0 & !MONOTONIC),
     }
 }
 
 #[cold]
 fn monotonic() -> Stamp {
     let base = MONOTONIC_BASE.get_or_init(Instant::now);
-    let ns = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    Stamp(ns | MONOTONIC)
+    Stamp {
+        raw: u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        tsc: None,
+    }
 }
 
 #[cfg(test)]
@@ -69,7 +89,7 @@ mod tests {
     fn intervals_are_measured_in_nanoseconds_on_either_clock() {
         let start = monotonic();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let ns = elapsed_ns(start, now_like(start));
+        let ns = start.elapsed();
         assert!(
             (20_000_000..2_000_000_000).contains(&ns),
             "monotonic: {ns} ns"
@@ -77,13 +97,13 @@ mod tests {
 
         calibrate();
         let start = now();
-        assert_eq!(
-            start.0 & MONOTONIC,
-            0,
+        assert!(
+            start.tsc.is_some(),
             "calibrated readings come from the TSC clock"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let ns = elapsed_ns(start, now_like(start));
+        let ns = start.elapsed();
         assert!((19_000_000..2_000_000_000).contains(&ns), "tsc: {ns} ns");
+        assert_eq!(Stamp::ZERO.elapsed_ns(Stamp::ZERO), 0);
     }
 }

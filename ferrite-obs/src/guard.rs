@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 
 use crate::clock::{self, Stamp};
 use tracing::Span;
-use tracing::span::EnteredSpan;
 
 use crate::command::{self, Scope};
 use crate::probes::{Probe, backend};
@@ -90,9 +89,9 @@ fn exit_traced(is_command: bool) -> bool {
 /// The common start of an active call: command bookkeeping and entry probes.
 /// Returns the command id the call runs under (0 for none).
 #[inline(always)]
-fn begin(site: &'static Site) -> u64 {
+fn begin(site: &'static Site, is_command: bool) -> u64 {
     let meta = site.meta;
-    let command = if meta.is_command {
+    let command = if is_command {
         let id = command::next_id();
         backend::command_start(id, meta.c_name.as_ptr());
         id
@@ -127,9 +126,9 @@ pub fn active(is_command: bool) -> bool {
     wanted(is_recording(), is_command)
 }
 
-/// One call of a synchronous `#[probe]` function that is recorded, traced or
-/// spanned: the function's body runs inside a guard whose drop ends the call
-/// (also when unwinding, counted as a panic).
+/// One call of a synchronous `#[probe]` function that is recorded or traced:
+/// a [`SyncCall`] guard times it, fires the probes and writes the shard; its
+/// drop ends the call (also when unwinding, counted as a panic).
 ///
 /// Out of line and generic over the body, so that the instrumented function
 /// itself is the fast-path test plus the body, with a frame no larger than
@@ -138,104 +137,97 @@ pub fn active(is_command: bool) -> bool {
 pub fn run<R, C: Classify<R>>(
     site: &'static Site,
     is_command: bool,
-    span: Option<Span>,
     body: impl FnOnce() -> R,
 ) -> R {
     let recording = is_recording();
-    let mut active = Active {
-        site,
-        error: false,
-        call: None,
-        span: span.filter(|s| !s.is_none()).map(Span::entered),
-    };
-    if wanted(recording, is_command) {
-        begin_call(&mut active, recording, is_command);
+    if !wanted(recording, is_command) {
+        return body();
     }
-    let mut guard = SyncGuard {
-        active: Some(active),
-    };
+    let mut call = SyncCall::begin(site, recording, is_command);
     let output = body();
-    if let Some(active) = &mut guard.active {
-        active.error = C::is_err(&output);
-    }
+    call.error = C::is_err(&output);
     output
 }
 
-struct SyncGuard {
-    active: Option<Active>,
-}
-
-#[derive(Debug)]
-struct Active {
+/// [`run`] inside `span`, for a call whose span level a subscriber wants.
+#[inline(never)]
+pub fn run_spanned<R, C: Classify<R>>(
     site: &'static Site,
+    is_command: bool,
+    span: Span,
+    body: impl FnOnce() -> R,
+) -> R {
+    // Exited after `run` has recorded the call's end.
+    let _entered = span.entered();
+    run::<R, C>(site, is_command, body)
+}
+
+/// The state of one active synchronous call: small and flat, built in place.
+struct SyncCall {
+    site: &'static Site,
+    /// The calling thread's shard while recording, else null.
+    shard: *const Shard,
+    exclusive: bool,
+    is_command: bool,
+    timed: bool,
     error: bool,
-    /// Set when the call is timed or traced (not only a span).
-    call: Option<Call>,
-    /// Entered for the whole call; exited after the call's end is recorded.
-    span: Option<EnteredSpan>,
-}
-
-#[derive(Debug)]
-struct Call {
     command: u64,
-    /// The command to restore when this call is a command root.
-    restore: Option<u64>,
-    start: Option<Stamp>,
-    shard: Option<(&'static Shard, bool)>,
+    /// The current command before this command root began.
+    restore: u64,
+    start: Stamp,
 }
 
-impl Drop for SyncGuard {
-    #[inline]
-    fn drop(&mut self) {
-        let Some(Active {
-            site,
-            error,
-            call,
-            span,
-        }) = self.active.take()
-        else {
-            return;
+impl SyncCall {
+    #[inline(always)]
+    fn begin(site: &'static Site, recording: bool, is_command: bool) -> SyncCall {
+        let command = begin(site, is_command);
+        let restore = if is_command {
+            command::enter(command)
+        } else {
+            0
         };
-        if let Some(call) = call {
-            let elapsed = call
-                .start
-                .map_or(0, |start| clock::elapsed_ns(start, clock::now_like(start)));
-            let panicked = std::thread::panicking();
-            if let Some((shard, exclusive)) = call.shard {
-                if panicked {
-                    shard.record_abandoned(true, exclusive);
-                } else {
-                    shard.record_end(elapsed, error, exclusive);
-                }
-            }
-            if let Some(previous) = call.restore {
-                command::restore(previous);
-            }
-            end(site, call.command, elapsed, error || panicked);
+        let (shard, exclusive) = if recording {
+            let (shard, exclusive) = local_shard(site);
+            shard.record_start(exclusive);
+            (std::ptr::from_ref(shard), exclusive)
+        } else {
+            (std::ptr::null(), false)
+        };
+        // Last, so the call's own bookkeeping is not timed.
+        let timed = recording || exit_traced(is_command);
+        let start = if timed { clock::now() } else { Stamp::ZERO };
+        SyncCall {
+            site,
+            shard,
+            exclusive,
+            is_command,
+            timed,
+            error: false,
+            command,
+            restore,
+            start,
         }
-        drop(span);
     }
 }
 
-#[inline]
-fn begin_call(active: &mut Active, recording: bool, is_command: bool) {
-    let site = active.site;
-    let command = begin(site);
-    let restore = is_command.then(|| command::enter(command));
-    let shard = recording.then(|| {
-        let (shard, exclusive) = local_shard(site);
-        shard.record_start(exclusive);
-        (shard, exclusive)
-    });
-    let call = active.call.insert(Call {
-        command,
-        restore,
-        start: None,
-        shard,
-    });
-    // Last, so the call's own bookkeeping is not timed.
-    if recording || exit_traced(is_command) {
-        call.start = Some(clock::now());
+impl Drop for SyncCall {
+    #[inline(always)]
+    fn drop(&mut self) {
+        let elapsed = if self.timed { self.start.elapsed() } else { 0 };
+        let panicked = std::thread::panicking();
+        // SAFETY: non-null only when taken from `Site::shard`, which hands
+        // out shards that live as long as the (static) site.
+        if let Some(shard) = unsafe { self.shard.as_ref() } {
+            if panicked {
+                shard.record_abandoned(true, self.exclusive);
+            } else {
+                shard.record_end(elapsed, self.error, self.exclusive);
+            }
+        }
+        if self.is_command {
+            command::restore(self.restore);
+        }
+        end(self.site, self.command, elapsed, self.error || panicked);
     }
 }
 
@@ -264,7 +256,7 @@ pin_project_lite::pin_project! {
                 }
                 let elapsed = running
                     .start
-                    .map_or(0, |start| clock::elapsed_ns(start, clock::now_like(start)));
+                    .map_or(0, Stamp::elapsed);
                 end(this.site, running.command, elapsed, true);
             }
         }
@@ -312,7 +304,7 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
         if let State::NotStarted = this.state {
             let recording = is_recording();
             *this.state = if wanted(recording, site.meta.is_command) {
-                let command = begin(site);
+                let command = begin(site, site.meta.is_command);
                 if recording {
                     let (shard, exclusive) = local_shard(site);
                     shard.record_start(exclusive);
@@ -338,24 +330,24 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
         // just the call's start and end.
         let poll_start = match running.start {
             Some(start) if running.recorded => {
-                Some(first_poll_start.unwrap_or_else(|| clock::now_like(start)))
+                Some(first_poll_start.unwrap_or_else(|| start.now_like()))
             }
             _ => None,
         };
         let poll = this.inner.poll(cx);
         drop(scope);
         let poll_end = match running.start {
-            Some(start) if poll_start.is_some() || poll.is_ready() => Some(clock::now_like(start)),
+            Some(start) if poll_start.is_some() || poll.is_ready() => Some(start.now_like()),
             _ => None,
         };
 
         let shard = running.recorded.then(|| local_shard(site));
         if let (Some((shard, exclusive)), Some(from), Some(to)) = (shard, poll_start, poll_end) {
-            shard.record_poll(clock::elapsed_ns(from, to), exclusive);
+            shard.record_poll(from.elapsed_ns(to), exclusive);
         }
         if let Poll::Ready(output) = &poll {
             let elapsed = match (running.start, poll_end) {
-                (Some(start), Some(to)) => clock::elapsed_ns(start, to),
+                (Some(start), Some(to)) => start.elapsed_ns(to),
                 _ => 0,
             };
             let error = C::is_err(output);

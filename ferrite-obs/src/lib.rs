@@ -48,15 +48,17 @@
 //!
 //! ## Commands
 //!
-//! `#[probe(command)]` marks a command root. Each call gets a unique
-//! [`CommandId`], fires `ferrite:command_start` / `command_end`, and while the
-//! call runs (for an async function: during each poll of its future) the
-//! thread's current command is that id; probes nested inside report it and
-//! [`current_command`] returns it. Per-command figures are the command sites'
-//! own ([`commands`]).
+//! `#[probe(command)]` marks a command root. While recording is on (or a
+//! tracer is attached to its probes), each call gets a unique [`CommandId`],
+//! fires `ferrite:command_start` / `command_end`, and while the call runs (for
+//! an async function: during each poll of its future) the thread's current
+//! command is that id; probes nested inside report it and [`current_command`]
+//! returns it. Per-command figures are the command sites' own ([`commands`]).
 //!
 //! ```
 //! # use ferrite_obs::probe;
+//! ferrite_obs::set_recording(true);
+//!
 //! #[probe(command, name = "GET")]
 //! fn get(key: &[u8]) -> Option<Vec<u8>> {
 //!     assert!(ferrite_obs::current_command().is_some());
@@ -125,7 +127,9 @@ pub use stats::{SiteStats, commands, sites};
 #[doc(hidden)]
 #[cfg(not(loom))]
 pub mod __private {
-    pub use crate::guard::{Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, active, run};
+    pub use crate::guard::{
+        Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, active, run, run_spanned,
+    };
     pub use crate::site::{Site, SiteMeta};
     pub use tracing;
 }

@@ -99,6 +99,10 @@ semaphores! {
 /// Whether this build emits probes.
 pub(crate) const EMITS_PROBES: bool = true;
 
+// Each probe is fired behind `attached`, the RIP-relative semaphore read:
+// `usdt`'s own check reads the same semaphore through the GOT, so it then only
+// runs while a tracer is attached.
+
 /// The address of a string or key, as the probes carry it.
 #[inline(always)]
 fn addr(p: *const u8) -> u64 {
@@ -107,57 +111,75 @@ fn addr(p: *const u8) -> u64 {
 
 #[inline(always)]
 pub(crate) fn probe_enter(site: *const u8, command: u64) {
-    ferrite::probe_enter!(|| (addr(site), command));
+    if attached(super::Probe::ProbeEnter) {
+        ferrite::probe_enter!(|| (addr(site), command));
+    }
 }
 
 #[inline(always)]
 pub(crate) fn probe_exit(site: *const u8, command: u64, elapsed_ns: u64, error: bool) {
-    ferrite::probe_exit!(|| (addr(site), command, elapsed_ns, u8::from(error)));
+    if attached(super::Probe::ProbeExit) {
+        ferrite::probe_exit!(|| (addr(site), command, elapsed_ns, u8::from(error)));
+    }
 }
 
 #[inline(always)]
 pub(crate) fn command_start(command: u64, name: *const u8) {
-    ferrite::command_start!(|| (command, addr(name)));
+    if attached(super::Probe::CommandStart) {
+        ferrite::command_start!(|| (command, addr(name)));
+    }
 }
 
 #[inline(always)]
 pub(crate) fn command_end(command: u64, name: *const u8, elapsed_ns: u64, error: bool) {
-    ferrite::command_end!(|| (command, addr(name), elapsed_ns, u8::from(error)));
+    if attached(super::Probe::CommandEnd) {
+        ferrite::command_end!(|| (command, addr(name), elapsed_ns, u8::from(error)));
+    }
 }
 
 #[inline(always)]
 pub(crate) fn storage_read(command: u64, key: &[u8], bytes: u64, latency_ns: u64) {
-    ferrite::storage_read!(|| (
-        command,
-        addr(key.as_ptr()),
-        key.len() as u64,
-        bytes,
-        latency_ns
-    ));
+    if attached(super::Probe::StorageRead) {
+        ferrite::storage_read!(|| (
+            command,
+            addr(key.as_ptr()),
+            key.len() as u64,
+            bytes,
+            latency_ns
+        ));
+    }
 }
 
 #[inline(always)]
 pub(crate) fn storage_write(command: u64, key: &[u8], bytes: u64, latency_ns: u64) {
-    ferrite::storage_write!(|| (
-        command,
-        addr(key.as_ptr()),
-        key.len() as u64,
-        bytes,
-        latency_ns
-    ));
+    if attached(super::Probe::StorageWrite) {
+        ferrite::storage_write!(|| (
+            command,
+            addr(key.as_ptr()),
+            key.len() as u64,
+            bytes,
+            latency_ns
+        ));
+    }
 }
 
 #[inline(always)]
 pub(crate) fn replication_sync(replica: u64, offset: u64, bytes: u64, latency_ns: u64) {
-    ferrite::replication_sync!(|| (replica, offset, bytes, latency_ns));
+    if attached(super::Probe::ReplicationSync) {
+        ferrite::replication_sync!(|| (replica, offset, bytes, latency_ns));
+    }
 }
 
 #[inline(always)]
 pub(crate) fn connection_accept(connection: u64, fd: i64) {
-    ferrite::connection_accept!(|| (connection, fd));
+    if attached(super::Probe::ConnectionAccept) {
+        ferrite::connection_accept!(|| (connection, fd));
+    }
 }
 
 #[inline(always)]
 pub(crate) fn connection_close(connection: u64, commands: u64, lifetime_ns: u64) {
-    ferrite::connection_close!(|| (connection, commands, lifetime_ns));
+    if attached(super::Probe::ConnectionClose) {
+        ferrite::connection_close!(|| (connection, commands, lifetime_ns));
+    }
 }

@@ -1,0 +1,73 @@
+//! Instructions per call, for `benches/run-instructions.sh`: runs one case
+//! `N` times so that callgrind, run with `N` and `2N`, gives the per-call
+//! instruction count as the difference divided by `N`. Instruction counts are
+//! repeatable on a noisy machine where nanoseconds are not.
+//!
+//! ```text
+//! instructions CASE N      CASE: bare | disabled | enabled | clock-pair
+//! ```
+
+use std::hint::black_box;
+
+use ferrite_obs::probe;
+
+#[inline(always)]
+fn fnv(x: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in x.to_le_bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[inline(never)]
+fn work_bare(x: u64) -> u64 {
+    fnv(x)
+}
+
+#[inline(never)]
+#[probe(skip_all)]
+fn work_probed(x: u64) -> u64 {
+    fnv(x)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let case = args.next().unwrap_or_default();
+    let n: u64 = match args.next().map(|n| n.parse()) {
+        Some(Ok(n)) => n,
+        _ => {
+            eprintln!("usage: instructions bare|disabled|enabled|clock-pair N");
+            std::process::exit(2);
+        }
+    };
+    // Set-up (clock calibration, the first call's shard allocation) happens
+    // here, outside `measured`, the only function callgrind counts.
+    let clock = quanta::Clock::new();
+    match case.as_str() {
+        "bare" | "disabled" | "clock-pair" => {}
+        "enabled" => ferrite_obs::set_recording(true),
+        other => {
+            eprintln!("unknown case {other:?}: expected bare, disabled, enabled or clock-pair");
+            std::process::exit(2);
+        }
+    }
+    black_box(measured(&case, &clock, 1));
+    black_box(measured(&case, &clock, n));
+}
+
+#[inline(never)]
+fn measured(case: &str, clock: &quanta::Clock, n: u64) -> u64 {
+    let mut sum = 0u64;
+    match case {
+        "bare" => (0..n).for_each(|i| sum ^= work_bare(black_box(i))),
+        "disabled" | "enabled" => (0..n).for_each(|i| sum ^= work_probed(black_box(i))),
+        _ => (0..n).for_each(|i| {
+            let start = clock.raw();
+            sum ^= work_bare(black_box(i));
+            sum ^= clock.delta_as_nanos(start, clock.raw());
+        }),
+    }
+    sum
+}
