@@ -19,4 +19,12 @@ RUSTFLAGS="--cfg loom" cargo test --quiet -p ferrite-obs --release --lib \
 
 echo "== cargo test --workspace"
 # The USDT tests attach real bpftrace: as root here, so a skip is a failure.
-FERRITE_OBS_REQUIRE_KERNEL=1 cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+FERRITE_OBS_REQUIRE_KERNEL=1 cargo test --workspace 2>&1 | tee "$log" || status=$?
+
+# One total over every test binary (each prints its own `test result:` line).
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"

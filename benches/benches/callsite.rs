@@ -27,7 +27,7 @@ use tracing::Dispatch;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 
-use ferrite_obs::probe;
+use benches::{fnv, work, work_probed};
 
 /// Rounds per case; the figure is their median.
 const ROUNDS: usize = 15;
@@ -49,29 +49,6 @@ const CALLS_PER_ROOT: u64 = 200;
 /// they are handed back to the kernel and every round pays ~0.06 page faults
 /// per call, which more than doubles the figure on this VM.
 const FASTRACE_REPORT_INTERVAL: Duration = Duration::from_millis(10);
-
-/// The workload: FNV-1a over the eight bytes of `x`, a few ns (a short
-/// key's hash).
-#[inline(always)]
-fn fnv(x: u64) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in x.to_le_bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-#[inline(never)]
-fn work(x: u64) -> u64 {
-    fnv(x)
-}
-
-#[probe(skip_all)]
-#[inline(never)]
-fn work_probed(x: u64) -> u64 {
-    fnv(x)
-}
 
 #[tracing::instrument(level = "debug", skip_all)]
 #[inline(never)]

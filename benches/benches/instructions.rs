@@ -9,28 +9,7 @@
 
 use std::hint::black_box;
 
-use ferrite_obs::probe;
-
-#[inline(always)]
-fn fnv(x: u64) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in x.to_le_bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-#[inline(never)]
-fn work_bare(x: u64) -> u64 {
-    fnv(x)
-}
-
-#[inline(never)]
-#[probe(skip_all)]
-fn work_probed(x: u64) -> u64 {
-    fnv(x)
-}
+use benches::{work, work_probed};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -61,11 +40,11 @@ fn main() {
 fn measured(case: &str, clock: &quanta::Clock, n: u64) -> u64 {
     let mut sum = 0u64;
     match case {
-        "bare" => (0..n).for_each(|i| sum ^= work_bare(black_box(i))),
+        "bare" => (0..n).for_each(|i| sum ^= work(black_box(i))),
         "disabled" | "enabled" => (0..n).for_each(|i| sum ^= work_probed(black_box(i))),
         _ => (0..n).for_each(|i| {
             let start = clock.raw();
-            sum ^= work_bare(black_box(i));
+            sum ^= work(black_box(i));
             sum ^= clock.delta_as_nanos(start, clock.raw());
         }),
     }
