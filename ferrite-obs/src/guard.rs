@@ -1,8 +1,9 @@
-//! What a `#[probe]` call does at run time: [`SyncGuard`] around a plain call,
+//! What a `#[probe]` call does at run time: [`run`] around a plain call,
 //! [`Instrumented`] around an async function's future.
 //!
-//! A call does nothing beyond three loads and a branch unless recording is on
-//! or a tracer is attached to one of its probes. When active, a call takes a
+//! A call does nothing beyond four loads and a branch unless recording is on,
+//! a tracer is attached to one of its probes, or a `tracing` subscriber wants
+//! its span. When active, a call takes a
 //! clock reading at entry and one at exit (per poll for futures), fires the
 //! USDT probes, keeps the thread's current command for command roots, and
 //! writes the calling thread's shard; nothing allocates, locks or makes a
@@ -13,9 +14,9 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::clock::{self, Stamp};
 use tracing::Span;
 
+use crate::clock::{self, Stamp};
 use crate::command::{self, Scope};
 use crate::probes::{Probe, backend};
 use crate::recording::is_recording;
