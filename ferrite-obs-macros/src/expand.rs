@@ -204,8 +204,8 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
         quote!(::ferrite_obs::__private::NeverErr)
     };
 
+    let fake_return = fake_return(&sig.output);
     let body = if is_async {
-        let fake_return = fake_return(&sig.output);
         quote! {
             #site
             let __ferrite_span = #span;
@@ -223,7 +223,6 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
         // The body is compiled once, as a closure: called directly when the
         // site is inactive (the function stays a leaf with the bare frame),
         // through the out-of-line `run` otherwise.
-        let fake_return = fake_return(&sig.output);
         quote! {
             #site
             let __ferrite_active = ::ferrite_obs::__private::active(#is_command);

@@ -43,9 +43,20 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .filter_map(|&q| a.quantile(q))
         .collect();
-    assert!(quantiles.windows(2).all(|w| w[0] <= w[1]), "quantiles must not decrease");
+    assert!(
+        quantiles.windows(2).all(|w| w[0] <= w[1]),
+        "quantiles must not decrease"
+    );
     if let (Some(first), Some(last)) = (quantiles.first(), quantiles.last()) {
-        assert_eq!(bucket_index(*first), bucket_index(min), "q0 is the smallest value's bucket");
-        assert_eq!(bucket_index(*last), bucket_index(max), "q1 is the largest value's bucket");
+        assert_eq!(
+            bucket_index(*first),
+            bucket_index(min),
+            "q0 is the smallest value's bucket"
+        );
+        assert_eq!(
+            bucket_index(*last),
+            bucket_index(max),
+            "q1 is the largest value's bucket"
+        );
     }
 });
