@@ -11,15 +11,67 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-static TSC: OnceLock<quanta::Clock> = OnceLock::new();
+static TSC: OnceLock<Tsc> = OnceLock::new();
 static MONOTONIC_BASE: OnceLock<Instant> = OnceLock::new();
 
-/// One clock reading: raw TSC ticks of `tsc`, or monotonic nanoseconds since
+/// The calibrated clock: quanta's, and whether its raw readings are the TSC
+/// itself, so that the hot path can read `rdtsc` without a call.
+#[derive(Debug)]
+struct Tsc {
+    clock: quanta::Clock,
+    raw_is_rdtsc: bool,
+}
+
+impl Tsc {
+    fn new() -> Tsc {
+        let clock = quanta::Clock::new();
+        let raw_is_rdtsc = raw_is_rdtsc(&clock);
+        Tsc {
+            clock,
+            raw_is_rdtsc,
+        }
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if self.raw_is_rdtsc {
+            // SAFETY: `rdtsc` has no preconditions; `raw_is_rdtsc` says the
+            // CPU has it and that quanta scales its readings.
+            return unsafe { core::arch::x86_64::_rdtsc() };
+        }
+        self.clock.raw()
+    }
+}
+
+/// Whether quanta reads the TSC: its raw reading falls between two `rdtsc`
+/// readings, three times running (a monotonic-clock reading in nanoseconds
+/// does not).
+fn raw_is_rdtsc(clock: &quanta::Clock) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (0..3).all(|_| {
+            // SAFETY: `rdtsc` has no preconditions on x86-64.
+            let before = unsafe { core::arch::x86_64::_rdtsc() };
+            let raw = clock.raw();
+            // SAFETY: as above.
+            let after = unsafe { core::arch::x86_64::_rdtsc() };
+            before <= raw && raw <= after
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = clock;
+        false
+    }
+}
+
+/// One clock reading: raw ticks of `tsc`, or monotonic nanoseconds since
 /// `MONOTONIC_BASE` when `tsc` is `None`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stamp {
     raw: u64,
-    tsc: Option<&'static quanta::Clock>,
+    tsc: Option<&'static Tsc>,
 }
 
 impl Stamp {
@@ -43,7 +95,7 @@ impl Stamp {
     #[inline(always)]
     pub(crate) fn elapsed_ns(self, end: Stamp) -> u64 {
         match self.tsc {
-            Some(clock) => clock.delta_as_nanos(self.raw, end.raw),
+            Some(tsc) => tsc.clock.delta_as_nanos(self.raw, end.raw),
             None => end.raw.saturating_sub(self.raw),
         }
     }
@@ -57,7 +109,7 @@ impl Stamp {
 
 /// Calibrates the TSC clock (once per process; up to 200 ms the first time).
 pub(crate) fn calibrate() {
-    TSC.get_or_init(quanta::Clock::new);
+    TSC.get_or_init(Tsc::new);
 }
 
 /// A reading from the best clock available now.

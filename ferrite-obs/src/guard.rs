@@ -88,7 +88,9 @@ fn exit_traced(is_command: bool) -> bool {
 }
 
 /// The common start of an active call: command bookkeeping and entry probes.
-/// Returns the command id the call runs under (0 for none).
+/// Returns the id of the command this call starts, or 0 for a call that is
+/// not a command root (its probes then report the thread's current command,
+/// read only when they fire).
 #[inline(always)]
 fn begin(site: &'static Site, is_command: bool) -> u64 {
     let meta = site.meta;
@@ -97,7 +99,7 @@ fn begin(site: &'static Site, is_command: bool) -> u64 {
         backend::command_start(id, meta.c_name.as_ptr());
         id
     } else {
-        command::current_raw()
+        0
     };
     backend::probe_enter(meta.c_name.as_ptr(), command);
     command
@@ -172,6 +174,7 @@ struct SyncCall {
     is_command: bool,
     timed: bool,
     error: bool,
+    /// The command this call started, or 0 (its probes report the current).
     command: u64,
     /// The current command before this command root began.
     restore: u64,
@@ -305,7 +308,12 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
         if let State::NotStarted = this.state {
             let recording = is_recording();
             *this.state = if wanted(recording, site.meta.is_command) {
-                let command = begin(site, site.meta.is_command);
+                // Resolved now: the end may come in a drop outside any
+                // command's poll.
+                let command = match begin(site, site.meta.is_command) {
+                    0 => command::current_raw(),
+                    own => own,
+                };
                 if recording {
                     let (shard, exclusive) = local_shard(site);
                     shard.record_start(exclusive);

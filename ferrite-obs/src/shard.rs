@@ -51,14 +51,30 @@ impl std::fmt::Debug for Shard {
     }
 }
 
-/// Adds `n` to a counter: a plain load and store when the caller is the only
-/// writer, an atomic add otherwise.
+/// Counts one event: a plain load and store when the caller is the only
+/// writer, an atomic add otherwise. Event counts grow by one per call and
+/// cannot reach 2^64.
 #[inline(always)]
-fn add(counter: &AtomicU64, n: u64, exclusive: bool, order: Ordering) {
+fn count(counter: &AtomicU64, exclusive: bool, order: Ordering) {
     if exclusive {
-        counter.store(counter.load(Ordering::Relaxed).saturating_add(n), order);
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), order);
     } else {
-        counter.fetch_add(n, order);
+        counter.fetch_add(1, order);
+    }
+}
+
+/// Adds nanoseconds to a sum, saturating: many concurrent futures on one
+/// thread accumulate time faster than the clock runs.
+#[inline(always)]
+fn add_ns(sum: &AtomicU64, ns: u64, exclusive: bool) {
+    if exclusive {
+        sum.store(
+            sum.load(Ordering::Relaxed).saturating_add(ns),
+            Ordering::Relaxed,
+        );
+    } else {
+        // A shared-slot sum wraps only after centuries of accumulated time.
+        sum.fetch_add(ns, Ordering::Relaxed);
     }
 }
 
@@ -89,24 +105,24 @@ impl Shard {
 
     #[inline(always)]
     pub(crate) fn record_start(&self, exclusive: bool) {
-        add(&self.started, 1, exclusive, Ordering::Relaxed);
+        count(&self.started, exclusive, Ordering::Relaxed);
     }
 
     #[inline(always)]
     pub(crate) fn record_end(&self, elapsed_ns: u64, error: bool, exclusive: bool) {
         let index = bucket_index(elapsed_ns).min(SHARD_BUCKETS - 1);
-        add(&self.buckets[index], 1, exclusive, Ordering::Relaxed);
-        add(&self.sum_ns, elapsed_ns, exclusive, Ordering::Relaxed);
-        add(&self.completed, 1, exclusive, Ordering::Release);
+        count(&self.buckets[index], exclusive, Ordering::Relaxed);
+        add_ns(&self.sum_ns, elapsed_ns, exclusive);
+        count(&self.completed, exclusive, Ordering::Release);
         if error {
-            add(&self.errors, 1, exclusive, Ordering::Release);
+            count(&self.errors, exclusive, Ordering::Release);
         }
     }
 
     #[inline(always)]
     pub(crate) fn record_poll(&self, busy_ns: u64, exclusive: bool) {
-        add(&self.polls, 1, exclusive, Ordering::Relaxed);
-        add(&self.busy_ns, busy_ns, exclusive, Ordering::Relaxed);
+        count(&self.polls, exclusive, Ordering::Relaxed);
+        add_ns(&self.busy_ns, busy_ns, exclusive);
     }
 
     pub(crate) fn record_abandoned(&self, panicked: bool, exclusive: bool) {
@@ -115,7 +131,7 @@ impl Shard {
         } else {
             &self.cancelled
         };
-        add(counter, 1, exclusive, Ordering::Release);
+        count(counter, exclusive, Ordering::Release);
     }
 }
 

@@ -103,6 +103,17 @@ pub(crate) const EMITS_PROBES: bool = true;
 // `usdt`'s own check reads the same semaphore through the GOT, so it then only
 // runs while a tracer is attached.
 
+/// The command a probe reports: `command`, or for 0 (a call that is not a
+/// command root) the thread's current command, read only when the probe fires.
+#[inline(always)]
+fn resolve(command: u64) -> u64 {
+    if command == 0 {
+        crate::command::current_raw()
+    } else {
+        command
+    }
+}
+
 /// The address of a string or key, as the probes carry it.
 #[inline(always)]
 fn addr(p: *const u8) -> u64 {
@@ -112,14 +123,14 @@ fn addr(p: *const u8) -> u64 {
 #[inline(always)]
 pub(crate) fn probe_enter(site: *const u8, command: u64) {
     if attached(super::Probe::ProbeEnter) {
-        ferrite::probe_enter!(|| (addr(site), command));
+        ferrite::probe_enter!(|| (addr(site), resolve(command)));
     }
 }
 
 #[inline(always)]
 pub(crate) fn probe_exit(site: *const u8, command: u64, elapsed_ns: u64, error: bool) {
     if attached(super::Probe::ProbeExit) {
-        ferrite::probe_exit!(|| (addr(site), command, elapsed_ns, u8::from(error)));
+        ferrite::probe_exit!(|| (addr(site), resolve(command), elapsed_ns, u8::from(error)));
     }
 }
 
