@@ -11,6 +11,8 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Ident, LitInt, LitStr, Token};
 
+use crate::suggest::nearest;
+
 mod kw {
     syn::custom_keyword!(name);
     syn::custom_keyword!(level);
@@ -235,47 +237,6 @@ fn skip_to_comma(input: ParseStream<'_>) {
         }
         Ok(((), rest))
     });
-}
-
-/// The candidate closest to `given` by edit distance, if it is close enough to
-/// be a likely typo.
-pub(crate) fn nearest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (edit_distance(given, c), *c))
-        .filter(|(d, c)| {
-            *d <= (c.len().max(given.len()) / 3).max(1)
-                + usize::from(c.starts_with(given) || given.starts_with(c))
-        })
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Edit distance counting an adjacent transposition as one edit (optimal
-/// string alignment), so `nmae` is one typo away from `name`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 /// Accumulates errors so that all of them are reported at once.

@@ -4,6 +4,7 @@
 
 mod args;
 mod expand;
+mod suggest;
 
 use proc_macro::TokenStream;
 

@@ -102,6 +102,9 @@
 
 mod clock;
 mod command;
+pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(not(loom))]
 mod guard;
 pub mod histogram;
@@ -113,12 +116,15 @@ mod site;
 mod slot;
 #[cfg(not(loom))]
 mod stats;
+#[path = "../../ferrite-obs-macros/src/suggest.rs"]
+mod suggest;
 mod sync;
 
 #[cfg(all(test, loom))]
 mod loom;
 
 pub use command::{CommandId, current_command};
+pub use config::{Config, ConfigError};
 pub use ferrite_obs_macros::probe;
 pub use histogram::Histogram;
 pub use recording::{is_recording, set_recording};
