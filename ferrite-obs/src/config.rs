@@ -313,72 +313,50 @@ impl Config {
     }
 
     /// Applies one key (its section path, e.g. `ebpf.enabled`).
-    fn set(&mut self, key: &str, value: &Raw, origin: &Origin) -> Result<(), ConfigError> {
+    fn set(&mut self, key: &str, raw: &Raw, origin: &Origin) -> Result<(), ConfigError> {
+        let value = Value { key, raw, origin };
         match key {
-            "enabled" => self.enabled = boolean(key, value, origin)?,
+            "enabled" => self.enabled = value.boolean()?,
             "rollup_interval" => {
-                self.rollup_interval = duration(
-                    key,
-                    value,
-                    origin,
+                self.rollup_interval = value.duration(
                     Duration::from_millis(10)..=Duration::from_secs(3600),
                     "a duration from \"10ms\" to \"1h\", such as \"1s\" (units ns, us, ms, s, m, h)",
                 )?;
             }
             "slow_threshold" => {
-                self.slow_threshold = duration(
-                    key,
-                    value,
-                    origin,
+                self.slow_threshold = value.duration(
                     Duration::from_micros(1)..=Duration::from_secs(3600),
                     "a duration from \"1us\" to \"1h\", such as \"10ms\" (units ns, us, ms, s, m, h)",
                 )?;
             }
             "slowlog_len" => {
-                self.slowlog_len = integer(
-                    key,
-                    value,
-                    origin,
-                    1..=100_000,
-                    "a whole number from 1 to 100000",
-                )? as usize;
+                self.slowlog_len =
+                    value.integer(1..=100_000, "a whole number from 1 to 100000")? as usize;
             }
-            "endpoint" => self.endpoint = endpoint(key, value, origin)?,
-            "span_level" => self.span_level = span_level(key, value, origin)?,
-            "ebpf" => match value {
+            "endpoint" => self.endpoint = value.endpoint()?,
+            "span_level" => self.span_level = value.span_level()?,
+            "ebpf" => match raw {
                 Raw::Table(table) => {
-                    for (sub, value) in table {
-                        self.set(&format!("ebpf.{sub}"), value, origin)?;
+                    for (sub, raw) in table {
+                        self.set(&format!("ebpf.{sub}"), raw, origin)?;
                     }
                 }
-                other => {
-                    return Err(invalid(key, other, "a table: [observability.ebpf]", origin));
-                }
+                _ => return Err(value.invalid("a table: [observability.ebpf]")),
             },
-            "ebpf.enabled" => self.ebpf.enabled = boolean(key, value, origin)?,
+            "ebpf.enabled" => self.ebpf.enabled = value.boolean()?,
             "ebpf.inflight_entries" => {
-                self.ebpf.inflight_entries = integer(
-                    key,
-                    value,
-                    origin,
-                    1024..=4_194_304,
-                    "a whole number from 1024 to 4194304",
-                )? as u32;
+                self.ebpf.inflight_entries =
+                    value.integer(1024..=4_194_304, "a whole number from 1024 to 4194304")? as u32;
             }
             "ebpf.histogram_entries" => {
-                self.ebpf.histogram_entries = integer(
-                    key,
-                    value,
-                    origin,
-                    64..=65_536,
-                    "a whole number from 64 to 65536",
-                )? as u32;
+                self.ebpf.histogram_entries =
+                    value.integer(64..=65_536, "a whole number from 64 to 65536")? as u32;
             }
             "ebpf.ring_buffer_bytes" => {
                 const EXPECTED: &str = "a power of two from 4096 to 268435456 (256 MiB)";
-                let bytes = integer(key, value, origin, 4096..=268_435_456, EXPECTED)?;
+                let bytes = value.integer(4096..=268_435_456, EXPECTED)?;
                 if !bytes.is_power_of_two() {
-                    return Err(invalid(key, value, EXPECTED, origin));
+                    return Err(value.invalid(EXPECTED));
                 }
                 self.ebpf.ring_buffer_bytes = bytes as u32;
             }
@@ -511,42 +489,74 @@ fn unknown_key(key: &str) -> ConfigError {
     }
 }
 
-fn boolean(key: &str, value: &Raw, origin: &Origin) -> Result<bool, ConfigError> {
-    match value {
-        Raw::Bool(b) => Ok(*b),
-        other => Err(invalid(key, other, "true or false", origin)),
-    }
+/// A raw value with what error messages need: its key and where it came from.
+struct Value<'a> {
+    key: &'a str,
+    raw: &'a Raw,
+    origin: &'a Origin,
 }
 
-fn integer(
-    key: &str,
-    value: &Raw,
-    origin: &Origin,
-    range: std::ops::RangeInclusive<u64>,
-    expected: &'static str,
-) -> Result<u64, ConfigError> {
-    match value {
-        Raw::Int(i) => u64::try_from(*i)
-            .ok()
-            .filter(|n| range.contains(n))
-            .ok_or_else(|| invalid(key, value, expected, origin)),
-        other => Err(invalid(key, other, expected, origin)),
+impl Value<'_> {
+    fn invalid(&self, expected: &'static str) -> ConfigError {
+        invalid(self.key, self.raw, expected, self.origin)
     }
-}
 
-fn duration(
-    key: &str,
-    value: &Raw,
-    origin: &Origin,
-    range: std::ops::RangeInclusive<Duration>,
-    expected: &'static str,
-) -> Result<Duration, ConfigError> {
-    let Raw::Str(text) = value else {
-        return Err(invalid(key, value, expected, origin));
-    };
-    parse_duration(text)
-        .filter(|d| range.contains(d))
-        .ok_or_else(|| invalid(key, value, expected, origin))
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.raw {
+            Raw::Bool(b) => Ok(*b),
+            _ => Err(self.invalid("true or false")),
+        }
+    }
+
+    fn integer(
+        &self,
+        range: std::ops::RangeInclusive<u64>,
+        expected: &'static str,
+    ) -> Result<u64, ConfigError> {
+        match self.raw {
+            Raw::Int(i) => u64::try_from(*i)
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| self.invalid(expected)),
+            _ => Err(self.invalid(expected)),
+        }
+    }
+
+    fn duration(
+        &self,
+        range: std::ops::RangeInclusive<Duration>,
+        expected: &'static str,
+    ) -> Result<Duration, ConfigError> {
+        match self.raw {
+            Raw::Str(text) => parse_duration(text)
+                .filter(|d| range.contains(d))
+                .ok_or_else(|| self.invalid(expected)),
+            _ => Err(self.invalid(expected)),
+        }
+    }
+
+    fn endpoint(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        const EXPECTED: &str = "an address and port such as \"127.0.0.1:9464\", or \"off\"";
+        match self.raw {
+            Raw::Str(s) if s == "off" => Ok(None),
+            Raw::Bool(false) => Ok(None),
+            Raw::Str(s) => s.parse().map(Some).map_err(|_| self.invalid(EXPECTED)),
+            _ => Err(self.invalid(EXPECTED)),
+        }
+    }
+
+    fn span_level(&self) -> Result<SpanLevel, ConfigError> {
+        const EXPECTED: &str =
+            "one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\"";
+        match self.raw {
+            Raw::Str(s) => SpanLevel::NAMES
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(s))
+                .map(|(_, level)| *level)
+                .ok_or_else(|| self.invalid(EXPECTED)),
+            _ => Err(self.invalid(EXPECTED)),
+        }
+    }
 }
 
 /// `"250ms"`, `"1s"`, `"1500us"`: a whole number and a unit.
@@ -581,29 +591,4 @@ fn format_duration(d: Duration) -> String {
         }
     }
     format!("{nanos}ns")
-}
-
-fn endpoint(key: &str, value: &Raw, origin: &Origin) -> Result<Option<SocketAddr>, ConfigError> {
-    const EXPECTED: &str = "an address and port such as \"127.0.0.1:9464\", or \"off\"";
-    match value {
-        Raw::Str(s) if s == "off" => Ok(None),
-        Raw::Bool(false) => Ok(None),
-        Raw::Str(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| invalid(key, value, EXPECTED, origin)),
-        other => Err(invalid(key, other, EXPECTED, origin)),
-    }
-}
-
-fn span_level(key: &str, value: &Raw, origin: &Origin) -> Result<SpanLevel, ConfigError> {
-    const EXPECTED: &str = "one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\"";
-    match value {
-        Raw::Str(s) => SpanLevel::NAMES
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(s))
-            .map(|(_, level)| *level)
-            .ok_or_else(|| invalid(key, value, EXPECTED, origin)),
-        other => Err(invalid(key, other, EXPECTED, origin)),
-    }
 }
