@@ -255,22 +255,6 @@ impl<'de> de::Deserialize<'de> for Raw {
     }
 }
 
-const TOP_KEYS: [&str; 7] = [
-    "enabled",
-    "rollup_interval",
-    "slow_threshold",
-    "slowlog_len",
-    "endpoint",
-    "span_level",
-    "ebpf",
-];
-const EBPF_KEYS: [&str; 4] = [
-    "enabled",
-    "inflight_entries",
-    "histogram_entries",
-    "ring_buffer_bytes",
-];
-
 /// Every key of the section, with its section path: the keys that
 /// documentation must cover.
 pub const KEYS: [&str; 10] = [
@@ -478,13 +462,28 @@ fn invalid(key: &str, value: &Raw, expected: &'static str, origin: &Origin) -> C
 }
 
 fn unknown_key(key: &str) -> ConfigError {
-    let (section, name, valid): (&str, &str, &[&str]) = match key.strip_prefix("ebpf.") {
-        Some(name) => ("ebpf.", name, &EBPF_KEYS),
-        None => ("", key, &TOP_KEYS),
+    // The keys of the key's own table, from `KEYS`.
+    let (section, name, valid): (&str, &str, Vec<&str>) = match key.strip_prefix("ebpf.") {
+        Some(name) => (
+            "ebpf.",
+            name,
+            KEYS.iter()
+                .filter_map(|k| k.strip_prefix("ebpf."))
+                .collect(),
+        ),
+        None => (
+            "",
+            key,
+            KEYS.iter()
+                .filter(|k| !k.contains('.'))
+                .copied()
+                .chain(["ebpf"])
+                .collect(),
+        ),
     };
     ConfigError::UnknownKey {
         key: key.to_owned(),
-        suggestion: nearest(name, valid).map(|near| format!("{section}{near}")),
+        suggestion: nearest(name, &valid).map(|near| format!("{section}{near}")),
         valid: valid.join(", "),
     }
 }
