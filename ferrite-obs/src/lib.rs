@@ -111,9 +111,13 @@ pub mod histogram;
 pub mod probes;
 mod recording;
 mod registry;
+#[cfg(not(loom))]
+mod runtime;
 mod shard;
 mod site;
 mod slot;
+#[cfg(not(loom))]
+pub mod snapshot;
 #[cfg(not(loom))]
 mod stats;
 #[path = "../../ferrite-obs-macros/src/suggest.rs"]
@@ -128,7 +132,11 @@ pub use config::{Config, ConfigError};
 pub use ferrite_obs_macros::probe;
 pub use histogram::Histogram;
 pub use recording::{is_recording, set_recording};
+#[cfg(not(loom))]
+pub use runtime::{Handle, StartError, Status, start};
 pub use site::{Site, SiteMeta};
+#[cfg(not(loom))]
+pub use snapshot::Snapshot;
 #[cfg(not(loom))]
 pub use stats::{SiteStats, commands, sites};
 

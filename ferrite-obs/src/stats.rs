@@ -63,6 +63,21 @@ impl SiteStats {
         self.latency.quantile(q)
     }
 
+    /// The same site with every figure zero: the reading before the first.
+    pub(crate) fn zero_like(site: &SiteStats) -> SiteStats {
+        SiteStats {
+            started: 0,
+            calls: 0,
+            errors: 0,
+            cancelled: 0,
+            panicked: 0,
+            polls: 0,
+            busy_ns: 0,
+            latency: Histogram::new(),
+            ..site.clone()
+        }
+    }
+
     fn read(site: &'static Site) -> SiteStats {
         let meta = site.meta();
         let totals = site.read();

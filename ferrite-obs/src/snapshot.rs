@@ -1,0 +1,168 @@
+//! Immutable snapshots of every call site, and the rollup that makes them.
+//!
+//! Shards hold monotonic counters that are never cleared: a rollup reads them
+//! (see [`crate::sites`]) and subtracts the previous reading of the same site,
+//! so figures of an interval are what happened between two rollups, and no
+//! write of a recording thread can race with a reset.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::histogram::Histogram;
+use crate::stats::{SiteStats, sites};
+
+/// Everything the collector knows at one rollup. Published whole; readers
+/// get an `Arc` and never see a half-made snapshot.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Wall-clock time of the rollup.
+    pub taken_at: SystemTime,
+    /// Time covered by the interval figures (since the previous rollup).
+    pub interval: Duration,
+    /// Rollups made since the runtime started, this one included.
+    pub sequence: u64,
+    /// Every call site that has recorded, in registration order.
+    pub sites: Vec<SiteSnapshot>,
+    /// What the collector itself costs.
+    pub collector: CollectorCost,
+}
+
+/// One call site in a snapshot.
+#[derive(Clone, Debug)]
+pub struct SiteSnapshot {
+    /// Figures since the process started (monotonic).
+    pub total: SiteStats,
+    /// Figures of the last interval.
+    pub interval: IntervalStats,
+}
+
+/// What one call site did during one interval.
+#[derive(Clone, Debug, Default)]
+pub struct IntervalStats {
+    /// Calls completed.
+    pub calls: u64,
+    /// Calls that returned `Err` (with `#[probe(err)]`).
+    pub errors: u64,
+    /// Futures dropped before completing.
+    pub cancelled: u64,
+    /// Calls that unwound from a panic.
+    pub panicked: u64,
+    /// Polls of async calls.
+    pub polls: u64,
+    /// Time inside polls of async calls, in nanoseconds.
+    pub busy_ns: u64,
+    /// Latency of the calls completed in the interval.
+    pub latency: Histogram,
+    /// Completed calls per second.
+    pub calls_per_second: f64,
+}
+
+impl IntervalStats {
+    /// Latency at quantile `q` in nanoseconds (within 1.6 %), if any call
+    /// completed in the interval.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        self.latency.quantile(q)
+    }
+}
+
+/// The collector's own cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CollectorCost {
+    /// Wall time of the last rollup.
+    pub last_rollup: Duration,
+    /// Sum of the wall time of every rollup.
+    pub total_rollup: Duration,
+    /// CPU time of the collector's thread (when the collector owns its
+    /// thread; zero when it shares a runtime's worker).
+    pub thread_cpu: Duration,
+}
+
+impl Snapshot {
+    /// The snapshot before the first rollup: no sites, no interval.
+    pub(crate) fn empty() -> Snapshot {
+        Snapshot {
+            taken_at: SystemTime::now(),
+            interval: Duration::ZERO,
+            sequence: 0,
+            sites: Vec::new(),
+            collector: CollectorCost::default(),
+        }
+    }
+
+    /// The site named `name` (the first one, if several share it).
+    pub fn site(&self, name: &str) -> Option<&SiteSnapshot> {
+        self.sites.iter().find(|s| s.total.name == name)
+    }
+}
+
+/// Makes snapshots: remembers each site's previous reading.
+#[derive(Debug)]
+pub(crate) struct Rollup {
+    previous: HashMap<usize, SiteStats>,
+    last: Instant,
+    sequence: u64,
+    cost: CollectorCost,
+}
+
+impl Rollup {
+    pub(crate) fn new() -> Rollup {
+        Rollup {
+            previous: HashMap::new(),
+            last: Instant::now(),
+            sequence: 0,
+            cost: CollectorCost::default(),
+        }
+    }
+
+    /// Reads every site and returns the snapshot of the interval since the
+    /// previous call. `thread_cpu` is the collector thread's CPU time so far.
+    pub(crate) fn next(&mut self, thread_cpu: Duration) -> Snapshot {
+        let started = Instant::now();
+        let interval = started.saturating_duration_since(self.last);
+        self.last = started;
+        let seconds = interval.as_secs_f64();
+        let sites = sites()
+            .into_iter()
+            .map(|total| {
+                let interval = match self.previous.get(&total.id) {
+                    Some(before) => interval_between(before, &total, seconds),
+                    None => interval_between(&SiteStats::zero_like(&total), &total, seconds),
+                };
+                self.previous.insert(total.id, total.clone());
+                SiteSnapshot { total, interval }
+            })
+            .collect();
+        self.sequence += 1;
+        let took = started.elapsed();
+        self.cost.last_rollup = took;
+        self.cost.total_rollup += took;
+        self.cost.thread_cpu = thread_cpu;
+        Snapshot {
+            taken_at: SystemTime::now(),
+            interval,
+            sequence: self.sequence,
+            sites,
+            collector: self.cost,
+        }
+    }
+}
+
+/// `now - before`, counter by counter; every counter is monotonic, so a
+/// difference is what happened in between (floored at zero).
+fn interval_between(before: &SiteStats, now: &SiteStats, seconds: f64) -> IntervalStats {
+    let calls = now.calls.saturating_sub(before.calls);
+    IntervalStats {
+        calls,
+        errors: now.errors.saturating_sub(before.errors),
+        cancelled: now.cancelled.saturating_sub(before.cancelled),
+        panicked: now.panicked.saturating_sub(before.panicked),
+        polls: now.polls.saturating_sub(before.polls),
+        busy_ns: now.busy_ns.saturating_sub(before.busy_ns),
+        latency: now.latency.delta(&before.latency),
+        calls_per_second: if seconds > 0.0 {
+            calls as f64 / seconds
+        } else {
+            0.0
+        },
+    }
+}
