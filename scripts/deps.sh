@@ -9,6 +9,7 @@ declare -A NEEDED=(
     [bpftrace]=bpftrace     # attaches to the USDT probes in the tests
     [readelf]=binutils      # lists the stapsdt notes
     [kill]=procps           # stops bpftrace with SIGINT so it flushes
+    [promtool]=prometheus   # checks the /metrics exposition
 )
 
 missing=()

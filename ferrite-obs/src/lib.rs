@@ -103,12 +103,16 @@
 mod clock;
 mod command;
 pub mod config;
+#[cfg(not(loom))]
+mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(not(loom))]
 mod guard;
 pub mod histogram;
 pub mod probes;
+#[cfg(not(loom))]
+mod prometheus;
 mod recording;
 mod registry;
 #[cfg(not(loom))]

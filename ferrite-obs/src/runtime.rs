@@ -1,17 +1,24 @@
 //! Starting and stopping the runtime: recording on, and a collector that
 //! publishes a [`Snapshot`] every `rollup_interval`.
 //!
-//! The collector runs as a task on the caller's tokio runtime, or, when there
-//! is none, on a thread of its own (`ferrite-obs`) with a single-threaded
-//! runtime. Snapshots are published with `arc-swap`: [`Handle::snapshot`] is a
-//! lock-free load that never waits for a rollup in progress.
+//! The collector, and the endpoint it serves, run on a thread of their own
+//! (`ferrite-obs`) with a single-threaded tokio runtime, whether or not the
+//! caller runs one: they never take time from the server's workers, and they
+//! do not depend on how the server's runtime was built (on a runtime without
+//! the time or IO driver, tokio panics where a timer or socket is made, and a
+//! panic must not reach the host). Snapshots are published with `arc-swap`:
+//! [`Handle::snapshot`] is a lock-free load that never waits for a rollup in
+//! progress.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::snapshot::{Rollup, Snapshot};
@@ -28,6 +35,17 @@ pub enum StartError {
         "ferrite-obs is already running in this process: keep the first Handle, or shut it down before starting again"
     )]
     AlreadyStarted,
+    /// The endpoint's address could not be bound.
+    #[error(
+        "cannot listen on {addr} for the ferrite-obs endpoint: {source}; choose another `observability.endpoint`, or \"off\""
+    )]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The collector's thread could not be created.
     #[error("cannot start the ferrite-obs collector thread: {source}")]
     Thread {
@@ -40,9 +58,10 @@ pub enum StartError {
 /// Starts ferrite-obs as `config` says.
 ///
 /// With `enabled = false` nothing starts (no thread, no task, no socket, no
-/// recording) and the handle's snapshots stay empty. Otherwise recording is
-/// turned on at every `#[probe]` site and the collector starts: on the
-/// current tokio runtime if there is one, else on a thread of its own.
+/// recording) and the handle's snapshots stay empty. Otherwise the endpoint
+/// is bound (a bad address fails here), recording is turned on at every
+/// `#[probe]` site, and the collector starts on its thread. Callable from
+/// inside or outside a tokio runtime.
 pub fn start(config: Config) -> Result<Handle, StartError> {
     if !config.enabled {
         return Ok(Handle {
@@ -53,27 +72,29 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     if STARTED.swap(true, Ordering::AcqRel) {
         return Err(StartError::AlreadyStarted);
     }
+    let listener = match config.endpoint.map(bind).transpose() {
+        Ok(listener) => listener,
+        Err(error) => {
+            STARTED.store(false, Ordering::Release);
+            return Err(error);
+        }
+    };
     crate::set_recording(true);
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(Snapshot::empty()),
         stop: Notify::new(),
+        endpoint: listener.as_ref().and_then(|l| l.local_addr().ok()),
         config,
     });
     let (done_tx, done_rx) = oneshot::channel();
-    let task = collect(Arc::clone(&shared), done_tx);
-    let thread = match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(task);
-            None
+    let task = collect(Arc::clone(&shared), listener, done_tx);
+    let thread = match spawn_thread(task) {
+        Ok(thread) => thread,
+        Err(source) => {
+            crate::set_recording(false);
+            STARTED.store(false, Ordering::Release);
+            return Err(StartError::Thread { source });
         }
-        Err(_) => match spawn_thread(task) {
-            Ok(thread) => Some(thread),
-            Err(source) => {
-                crate::set_recording(false);
-                STARTED.store(false, Ordering::Release);
-                return Err(StartError::Thread { source });
-            }
-        },
     };
     Ok(Handle {
         shared: Some(shared),
@@ -84,35 +105,54 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     })
 }
 
+/// Binds the endpoint now, so that a bad address fails `start` itself.
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok(listener)
+}
+
 fn spawn_thread(
     task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name("ferrite-obs".into())
         .spawn(move || runtime.block_on(task))
 }
 
-/// State shared by the handle and the collector.
+/// State shared by the handle, the collector and the endpoint.
 #[derive(Debug)]
-struct Shared {
-    snapshot: ArcSwap<Snapshot>,
+pub(crate) struct Shared {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
     stop: Notify,
-    config: Config,
+    /// The endpoint's bound address, when it is on.
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) config: Config,
 }
 
-/// The collector's end: told when it has finished, and its thread if it
-/// owns one.
+/// The collector's end: told when it has finished, and its thread.
 #[derive(Debug)]
 struct Collector {
     done: oneshot::Receiver<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-/// The collector loop: a rollup every interval, and a final one on stop.
-async fn collect(shared: Arc<Shared>, done: oneshot::Sender<()>) {
+/// The collector loop: a rollup every interval and a final one on stop, and
+/// the endpoint's accept loop, each connection served by a task of its own.
+async fn collect(
+    shared: Arc<Shared>,
+    listener: Option<std::net::TcpListener>,
+    done: oneshot::Sender<()>,
+) {
+    // Registered with this task's runtime (it needs one to exist).
+    let listener = listener.and_then(|l| TcpListener::from_std(l).ok());
+    let mut connections = JoinSet::new();
     let mut rollup = Rollup::new();
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -126,9 +166,30 @@ async fn collect(shared: Arc<Shared>, done: oneshot::Sender<()>) {
                 shared.snapshot.store(Arc::new(rollup.next(thread_cpu())));
                 break;
             }
+            Some(stream) = accept(listener.as_ref()) => {
+                while connections.try_join_next().is_some() {}
+                if connections.len() < crate::endpoint::MAX_CONNECTIONS {
+                    connections.spawn(crate::endpoint::serve(stream, Arc::clone(&shared)));
+                } else {
+                    connections.spawn(crate::endpoint::refuse(stream));
+                }
+            }
         }
     }
+    // The port is free once the listener is dropped; no connection outlives
+    // the runtime.
+    drop(listener);
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
     let _ = done.send(());
+}
+
+/// The next connection; never, without an endpoint.
+async fn accept(listener: Option<&TcpListener>) -> Option<tokio::net::TcpStream> {
+    match listener {
+        Some(listener) => listener.accept().await.ok().map(|(stream, _)| stream),
+        None => std::future::pending().await,
+    }
 }
 
 /// CPU time of the calling thread.
@@ -159,6 +220,8 @@ pub struct Status {
     pub collector_running: bool,
     /// Rollup interval in force.
     pub rollup_interval: Duration,
+    /// Where the endpoint listens, when it is on.
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// A running (or disabled) ferrite-obs. Keep it for the life of the server;
@@ -189,7 +252,13 @@ impl Handle {
                 .shared
                 .as_ref()
                 .map_or(Duration::ZERO, |s| s.config.rollup_interval),
+            endpoint: self.endpoint(),
         }
+    }
+
+    /// The endpoint's address (with the port the system chose, for port 0).
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.shared.as_ref().and_then(|s| s.endpoint)
     }
 
     /// Stops the collector after a final rollup, turns recording off and
@@ -204,10 +273,8 @@ impl Handle {
         };
         shared.stop.notify_one();
         let _ = collector.done.await;
-        if let Some(thread) = collector.thread {
-            // It has sent `done` and returns at once.
-            let _ = thread.join();
-        }
+        // It has sent `done` and returns at once.
+        let _ = collector.thread.join();
         crate::set_recording(false);
         STARTED.store(false, Ordering::Release);
     }

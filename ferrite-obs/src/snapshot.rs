@@ -72,8 +72,7 @@ pub struct CollectorCost {
     pub last_rollup: Duration,
     /// Sum of the wall time of every rollup.
     pub total_rollup: Duration,
-    /// CPU time of the collector's thread (when the collector owns its
-    /// thread; zero when it shares a runtime's worker).
+    /// CPU time of the collector's thread.
     pub thread_cpu: Duration,
 }
 

@@ -7,6 +7,9 @@
 
 #![cfg(not(loom))]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,8 +21,41 @@ fn enabled() -> Config {
     Config {
         enabled: true,
         rollup_interval: Duration::from_millis(20),
+        // A port of the system's choosing: nothing else on the machine clashes.
+        endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         ..Config::default()
     }
+}
+
+/// One raw HTTP exchange: what is sent, and the status code and body back.
+fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the endpoint");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, body.to_owned())
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
+}
+
+/// The value of the sample line starting with `prefix` (name and labels).
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
 }
 
 /// Names of this process's threads.
@@ -177,27 +213,164 @@ fn interval_figures_are_the_difference_of_consecutive_totals() {
 }
 
 #[test]
-fn inside_a_tokio_runtime_the_collector_is_a_task() {
+fn starts_and_stops_from_inside_a_tokio_runtime_without_its_drivers() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
+    // No time or IO driver: the collector must not depend on the host's.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     runtime.block_on(async {
         let handle = ferrite_obs::start(enabled()).expect("start");
-        assert!(
-            !threads().iter().any(|t| t == "ferrite-obs"),
-            "no thread of its own"
-        );
         for i in 0..1_000 {
             std::hint::black_box(runtime_work(i));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while handle.snapshot().sequence < 2 {
-            assert!(Instant::now() < deadline, "no rollup on the tokio runtime");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(Instant::now() < deadline, "no rollup");
+            std::thread::sleep(Duration::from_millis(5));
         }
+        assert_eq!(get(handle.endpoint().unwrap(), "/status").0, 200);
         handle.shutdown().await;
     });
+    assert!(!threads().iter().any(|t| t == "ferrite-obs"));
+}
+
+#[test]
+fn endpoint_serves_metrics_promtool_accepts_with_exact_counts() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    #[probe(skip_all)]
+    fn sleepy(ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    #[probe(command, name = "GET", skip_all)]
+    fn get_command() {}
+
+    let handle = ferrite_obs::start(enabled()).expect("start");
+    let addr = handle.endpoint().expect("the endpoint is on");
+    for _ in 0..20 {
+        sleepy(1);
+    }
+    for _ in 0..5 {
+        sleepy(20);
+    }
+    for _ in 0..7 {
+        get_command();
+    }
+    wait_for(&handle, "all calls", |s| {
+        s.site("sleepy").is_some_and(|x| x.total.calls == 25)
+            && s.site("GET").is_some_and(|x| x.total.calls == 7)
+    });
+
+    let (status, metrics) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt-get install prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(
+        sample(&metrics, "ferrite_probe_calls_total{site=\"sleepy\","),
+        25.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "ferrite_probe_duration_seconds_count{site=\"sleepy\","
+        ),
+        25.0
+    );
+    assert_eq!(
+        sample(&metrics, "ferrite_command_calls_total{command=\"GET\"}"),
+        7.0
+    );
+    let sum = sample(
+        &metrics,
+        "ferrite_probe_duration_seconds_sum{site=\"sleepy\",",
+    );
+    assert!(
+        (0.120..1.0).contains(&sum),
+        "20 x 1 ms + 5 x 20 ms, got {sum} s"
+    );
+
+    let (status, body) = get(addr, "/snapshot");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("/snapshot is JSON");
+    let site = json["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "sleepy")
+        .expect("sleepy in /snapshot");
+    assert_eq!(site["total"]["calls"], 25);
+    let (status, body) = get(addr, "/status");
+    assert_eq!(status, 200);
+    let status_json: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
+    assert_eq!(status_json["enabled"], true);
+
+    // Quantiles agree with the known latencies.
+    let snapshot = handle.snapshot();
+    let latency = &snapshot.site("sleepy").unwrap().total.latency;
+    let p50 = latency.quantile(0.5).unwrap();
+    let max = latency.quantile(1.0).unwrap();
+    assert!(
+        (1_000_000..10_000_000).contains(&p50),
+        "p50 of 1 ms sleeps: {p50} ns"
+    );
+    assert!(
+        (20_000_000..200_000_000).contains(&max),
+        "max of 20 ms sleeps: {max} ns"
+    );
+
+    assert_eq!(get(addr, "/nope").0, 404);
+    assert_eq!(http(addr, "POST /metrics HTTP/1.1\r\n\r\n").0, 405);
+    assert_eq!(http(addr, "HELLO\r\n\r\n").0, 400);
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
+    assert_eq!(http(addr, &huge).0, 431);
+
+    shutdown(handle);
+    TcpListener::bind(addr).expect("the endpoint's port is free after shutdown");
+}
+
+#[test]
+fn a_taken_endpoint_address_fails_start_and_says_which() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let error = ferrite_obs::start(Config {
+        endpoint: Some(addr),
+        ..enabled()
+    })
+    .expect_err("the address is taken");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot listen on {addr} for the ferrite-obs endpoint: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("choose another `observability.endpoint`, or \"off\""),
+        "{message}"
+    );
+    assert!(
+        !ferrite_obs::is_recording(),
+        "a failed start leaves recording off"
+    );
+    let handle = ferrite_obs::start(enabled()).expect("a failed start does not hold the runtime");
+    shutdown(handle);
 }

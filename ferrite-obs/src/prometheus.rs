@@ -1,0 +1,190 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Snapshot`].
+//!
+//! Names follow Prometheus conventions: `ferrite_<subsystem>_<name>_<unit>`,
+//! base units, `_total` on counters. Command roots are exported as
+//! `ferrite_command_*{command="..."}`, every other site as
+//! `ferrite_probe_*{site="...",module="..."}`. Latency histograms use
+//! bucket bounds at the octave edges of ferrite-obs's own buckets (1 µs to
+//! about 73 minutes), so each exported cumulative count is exact.
+
+use std::fmt::Write;
+
+use crate::histogram::{BUCKETS, Histogram, bucket_bounds};
+use crate::snapshot::{SiteSnapshot, Snapshot};
+
+/// One metric family: its name, type and help text.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&SiteSnapshot) -> f64,
+}
+
+/// The per-site families, `{prefix}` being `probe` or `command`.
+const SITE_FAMILIES: [Family; 7] = [
+    Family {
+        name: "calls_total",
+        kind: "counter",
+        help: "Calls completed.",
+        value: |s| s.total.calls as f64,
+    },
+    Family {
+        name: "errors_total",
+        kind: "counter",
+        help: "Calls that returned Err (with #[probe(err)]).",
+        value: |s| s.total.errors as f64,
+    },
+    Family {
+        name: "cancelled_total",
+        kind: "counter",
+        help: "Async calls whose future was dropped before completing.",
+        value: |s| s.total.cancelled as f64,
+    },
+    Family {
+        name: "panicked_total",
+        kind: "counter",
+        help: "Calls that unwound from a panic.",
+        value: |s| s.total.panicked as f64,
+    },
+    Family {
+        name: "in_flight",
+        kind: "gauge",
+        help: "Calls started and not yet ended.",
+        value: |s| s.total.in_flight() as f64,
+    },
+    Family {
+        name: "polls_total",
+        kind: "counter",
+        help: "Polls of async calls.",
+        value: |s| s.total.polls as f64,
+    },
+    Family {
+        name: "busy_seconds_total",
+        kind: "counter",
+        help: "Time spent inside polls of async calls.",
+        value: |s| s.total.busy_ns as f64 / 1e9,
+    },
+];
+
+/// The octave edges used as `le` bounds: indices of the last bucket of each
+/// octave from 1 µs up.
+fn exported_edges() -> impl Iterator<Item = usize> {
+    (0..BUCKETS).filter(|&i| {
+        let (_, high) = bucket_bounds(i);
+        let next = high + 1;
+        next >= 1024 && next.is_power_of_two() && i < BUCKETS - 1
+    })
+}
+
+/// Renders `snapshot` as Prometheus text.
+pub(crate) fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::with_capacity(4096 + snapshot.sites.len() * 4096);
+    for (prefix, label, commands) in [("probe", "site", false), ("command", "command", true)] {
+        let sites: Vec<&SiteSnapshot> = snapshot
+            .sites
+            .iter()
+            .filter(|s| s.total.is_command == commands)
+            .collect();
+        if sites.is_empty() {
+            continue;
+        }
+        for family in &SITE_FAMILIES {
+            let name = format!("ferrite_{prefix}_{}", family.name);
+            let _ = writeln!(out, "# HELP {name} {}", family.help);
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind);
+            for site in &sites {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{}}} {}",
+                    labels(label, site),
+                    (family.value)(site)
+                );
+            }
+        }
+        let name = format!("ferrite_{prefix}_duration_seconds");
+        let _ = writeln!(out, "# HELP {name} Latency of completed calls.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for site in &sites {
+            histogram(&mut out, &name, &labels(label, site), &site.total.latency);
+        }
+    }
+    collector(&mut out, snapshot);
+    out
+}
+
+fn labels(label: &str, site: &SiteSnapshot) -> String {
+    if site.total.is_command {
+        format!("{label}=\"{}\"", escape(site.total.name))
+    } else {
+        format!(
+            "{label}=\"{}\",module=\"{}\"",
+            escape(site.total.name),
+            escape(site.total.module)
+        )
+    }
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, latency: &Histogram) {
+    let mut cumulative = 0u64;
+    let mut next = 0usize;
+    for edge in exported_edges() {
+        while next <= edge {
+            cumulative = cumulative.saturating_add(latency.bucket_count(next));
+            next += 1;
+        }
+        let le = (bucket_bounds(edge).1 + 1) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let count = latency.count();
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", latency.sum() as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
+fn collector(out: &mut String, snapshot: &Snapshot) {
+    let cost = &snapshot.collector;
+    for (name, kind, help, value) in [
+        (
+            "ferrite_obs_rollups_total",
+            "counter",
+            "Rollups made by the collector.",
+            snapshot.sequence as f64,
+        ),
+        (
+            "ferrite_obs_rollup_seconds",
+            "gauge",
+            "Wall time of the last rollup.",
+            cost.last_rollup.as_secs_f64(),
+        ),
+        (
+            "ferrite_obs_rollup_seconds_total",
+            "counter",
+            "Wall time of every rollup.",
+            cost.total_rollup.as_secs_f64(),
+        ),
+        (
+            "ferrite_obs_collector_cpu_seconds_total",
+            "counter",
+            "CPU time of the collector's thread.",
+            cost.thread_cpu.as_secs_f64(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
