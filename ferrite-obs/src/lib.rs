@@ -69,9 +69,26 @@
 //!
 //! ## For a server operator
 //!
-//! Recording is off until the runtime (or [`set_recording`]) turns it on; the
-//! USDT probes work either way. Attach to a running server with
-//! `bpftrace -p PID` (see [`probes`] for every probe and its arguments):
+//! The `[observability]` section of the server's configuration turns it on
+//! ([`Config`]; `enabled = true` is the flag, `FERRITE_OBS_*` environment
+//! variables override). [`start`] turns recording on and starts the collector
+//! and the loopback endpoint (`/metrics`, `/snapshot`, `/status`) on a thread
+//! of their own; [`Handle::shutdown`] stops them and frees the port.
+//!
+//! ```no_run
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//! let text = std::fs::read_to_string("ferrite.toml")?;
+//! let config = ferrite_obs::Config::from_server_toml(&text)?.with_process_env()?;
+//! let handle = ferrite_obs::start(config)?;
+//! // ... serve; `handle.snapshot()` is the latest rollup, lock-free ...
+//! handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The USDT probes work whether or not ferrite-obs is enabled. Attach to a
+//! running server with `bpftrace -p PID` (see [`probes`] for every probe and
+//! its arguments):
 //!
 //! ```text
 //! bpftrace -p $(pidof ferrite-server) -e \
