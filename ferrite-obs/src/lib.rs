@@ -127,6 +127,8 @@ pub mod fuzzing;
 #[cfg(not(loom))]
 mod guard;
 pub mod histogram;
+#[cfg(not(loom))]
+mod metrics_export;
 pub mod probes;
 #[cfg(not(loom))]
 mod prometheus;

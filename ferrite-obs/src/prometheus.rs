@@ -12,16 +12,18 @@ use std::fmt::Write;
 use crate::histogram::{BUCKETS, Histogram, bucket_bounds};
 use crate::snapshot::{SiteSnapshot, Snapshot};
 
-/// One metric family: its name, type and help text.
-struct Family {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    value: fn(&SiteSnapshot) -> f64,
+/// One metric family: its name, type and help text, and how a site's value
+/// is read. The one list both exports (this text and the `metrics` facade)
+/// are generated from.
+pub(crate) struct Family {
+    pub(crate) name: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) value: fn(&SiteSnapshot) -> f64,
 }
 
-/// The per-site families, `{prefix}` being `probe` or `command`.
-const SITE_FAMILIES: [Family; 7] = [
+/// The per-site families, named `ferrite_{probe|command}_{name}`.
+pub(crate) const SITE_FAMILIES: [Family; 7] = [
     Family {
         name: "calls_total",
         kind: "counter",

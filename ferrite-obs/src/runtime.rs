@@ -154,16 +154,15 @@ async fn collect(
     let listener = listener.and_then(|l| TcpListener::from_std(l).ok());
     let mut connections = JoinSet::new();
     let mut rollup = Rollup::new();
+    crate::metrics_export::describe();
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                shared.snapshot.store(Arc::new(rollup.next(thread_cpu())));
-            }
+            _ = ticker.tick() => publish(&shared, rollup.next(thread_cpu())),
             () = shared.stop.notified() => {
-                shared.snapshot.store(Arc::new(rollup.next(thread_cpu())));
+                publish(&shared, rollup.next(thread_cpu()));
                 break;
             }
             Some(stream) = accept(listener.as_ref()) => {
@@ -182,6 +181,12 @@ async fn collect(
     connections.abort_all();
     while connections.join_next().await.is_some() {}
     let _ = done.send(());
+}
+
+/// Makes `snapshot` the one readers get, and exports it to `metrics`.
+fn publish(shared: &Shared, snapshot: Snapshot) {
+    crate::metrics_export::export(&snapshot);
+    shared.snapshot.store(Arc::new(snapshot));
 }
 
 /// The next connection; never, without an endpoint.

@@ -1,0 +1,87 @@
+//! The `metrics` facade: with metrics-exporter-prometheus installed as the
+//! recorder (as a server exporting through it would), ferrite-obs's figures
+//! come out of the exporter with the calls made, and promtool accepts them.
+
+#![cfg(not(loom))]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrite_obs::{Config, probe};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+#[probe(skip_all, err)]
+fn facade_work(i: u64) -> Result<u64, u64> {
+    if i.is_multiple_of(4) { Err(i) } else { Ok(i) }
+}
+
+#[test]
+fn figures_reach_an_installed_prometheus_recorder() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let exporter = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
+
+    let handle = ferrite_obs::start(Config {
+        enabled: true,
+        rollup_interval: Duration::from_millis(20),
+        endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..Config::default()
+    })
+    .expect("start");
+    for i in 0..400 {
+        let _ = facade_work(i);
+    }
+    let wanted = "ferrite_probe_calls_total{site=\"facade_work\",module=\"metrics_facade\"} 400";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = exporter.render();
+        if text.lines().any(|l| l == wanted) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no `{wanted}` in:\n{text}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        text.lines().any(|l| l
+            == "ferrite_probe_errors_total{site=\"facade_work\",module=\"metrics_facade\"} 100"),
+        "{text}"
+    );
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("ferrite_probe_duration_seconds_count{site=\"facade_work\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(
+        count,
+        Some(400),
+        "every call reached the recorder's histogram:\n{text}"
+    );
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt-get install prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(handle.shutdown());
+}
