@@ -1,5 +1,5 @@
-//! The HTTP endpoint: `GET /metrics` (Prometheus text), `GET /snapshot`
-//! (JSON), `GET /status` (JSON).
+//! The HTTP endpoint: `GET /metrics` (Prometheus text), `GET /snapshot`,
+//! `GET /status` and `GET /slowlog` (JSON).
 //!
 //! Deliberately small: one request per connection, answered then closed.
 //! A client gets 5 seconds and 8 KiB to send its request and 5 seconds to
@@ -67,7 +67,7 @@ impl Status {
     fn explain(self) -> &'static str {
         match self {
             Status::BadRequest => "malformed HTTP request\n",
-            Status::NotFound => "unknown path: try /metrics, /snapshot or /status\n",
+            Status::NotFound => "unknown path: try /metrics, /snapshot, /status or /slowlog\n",
             Status::MethodNotAllowed => "only GET is served\n",
             Status::Timeout => "the request took longer than 5 seconds to arrive\n",
             Status::TooLarge => "the request is over 8 KiB\n",
@@ -130,6 +130,7 @@ fn respond(request: &Request, shared: &Shared) -> Vec<u8> {
         ),
         "/snapshot" => ok("application/json", snapshot_json(&snapshot)),
         "/status" => ok("application/json", status_json(shared)),
+        "/slowlog" => ok("application/json", slowlog_json(&snapshot)),
         _ => error(Status::NotFound),
     }
 }
@@ -213,6 +214,41 @@ fn snapshot_json(snapshot: &Snapshot) -> String {
             q(0.99),
             q(0.999),
             q(1.0),
+        );
+    }
+    out.push_str("]}\n");
+    out
+}
+
+fn slowlog_json(snapshot: &Snapshot) -> String {
+    let log = &snapshot.slowlog;
+    let mut out = format!(
+        "{{\"logged\":{},\"dropped\":{},\"entries\":[",
+        log.logged, log.dropped
+    );
+    for (i, entry) in log.entries.iter().enumerate() {
+        let started = entry
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let _ = write!(
+            out,
+            "{}{{\"id\":{},\"command\":{},\"started_at_unix_seconds\":{started},\"duration_ns\":{},\"busy_ns\":{},\"error\":{},\"kernel\":{}}}",
+            if i == 0 { "" } else { "," },
+            entry.id,
+            json_string(entry.command),
+            entry.duration.as_nanos(),
+            entry.busy.as_nanos(),
+            entry.error,
+            entry.kernel.map_or_else(
+                || "null".to_owned(),
+                |k| format!(
+                    "{{\"io_wait_ns\":{},\"off_cpu_ns\":{},\"on_cpu_ns\":{}}}",
+                    k.io_wait.as_nanos(),
+                    k.off_cpu.as_nanos(),
+                    k.on_cpu.as_nanos()
+                ),
+            ),
         );
     }
     out.push_str("]}\n");

@@ -24,6 +24,7 @@ use crate::registry::REGISTRY;
 use crate::shard::Shard;
 use crate::site::Site;
 use crate::slot;
+use crate::slowlog;
 
 /// Decides whether a call's return value is an error (`#[probe(err)]`).
 pub trait Classify<T> {
@@ -230,6 +231,10 @@ impl Drop for SyncCall {
         }
         if self.is_command {
             command::restore(self.restore);
+            if self.timed && slowlog::is_slow(elapsed) {
+                let name = self.site.meta.name;
+                slowlog::log(self.command, name, elapsed, elapsed, self.error || panicked);
+            }
         }
         end(self.site, self.command, elapsed, self.error || panicked);
     }
@@ -261,6 +266,10 @@ pin_project_lite::pin_project! {
                 let elapsed = running
                     .start
                     .map_or(0, Stamp::elapsed);
+                if running.is_command && running.start.is_some() && slowlog::is_slow(elapsed) {
+                    let name = this.site.meta.name;
+                    slowlog::log(running.command, name, elapsed, running.busy_ns, true);
+                }
                 end(this.site, running.command, elapsed, true);
             }
         }
@@ -281,6 +290,8 @@ struct Running {
     start: Option<Stamp>,
     /// The call's start was counted, so its end must be too.
     recorded: bool,
+    /// Time inside this call's polls so far (while recording).
+    busy_ns: u64,
 }
 
 impl<F, C> Instrumented<F, C> {
@@ -325,6 +336,7 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
                     is_command: site.meta.is_command,
                     start,
                     recorded: recording,
+                    busy_ns: 0,
                 })
             } else {
                 State::Done
@@ -352,7 +364,9 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
 
         let shard = running.recorded.then(|| local_shard(site));
         if let (Some((shard, exclusive)), Some(from), Some(to)) = (shard, poll_start, poll_end) {
-            shard.record_poll(from.elapsed_ns(to), exclusive);
+            let busy = from.elapsed_ns(to);
+            running.busy_ns = running.busy_ns.saturating_add(busy);
+            shard.record_poll(busy, exclusive);
         }
         if let Poll::Ready(output) = &poll {
             let elapsed = match (running.start, poll_end) {
@@ -362,6 +376,15 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
             let error = C::is_err(output);
             if let Some((shard, exclusive)) = shard {
                 shard.record_end(elapsed, error, exclusive);
+            }
+            if running.is_command && running.start.is_some() && slowlog::is_slow(elapsed) {
+                slowlog::log(
+                    running.command,
+                    site.meta.name,
+                    elapsed,
+                    running.busy_ns,
+                    error,
+                );
             }
             end(site, running.command, elapsed, error);
             *this.state = State::Done;

@@ -140,6 +140,8 @@ mod shard;
 mod site;
 mod slot;
 #[cfg(not(loom))]
+pub mod slowlog;
+#[cfg(not(loom))]
 pub mod snapshot;
 #[cfg(not(loom))]
 mod stats;

@@ -79,6 +79,7 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
             return Err(error);
         }
     };
+    crate::slowlog::configure(config.slow_threshold, config.slowlog_len);
     crate::set_recording(true);
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(Snapshot::empty()),
@@ -92,6 +93,7 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         Ok(thread) => thread,
         Err(source) => {
             crate::set_recording(false);
+            crate::slowlog::disable();
             STARTED.store(false, Ordering::Release);
             return Err(StartError::Thread { source });
         }
@@ -281,6 +283,7 @@ impl Handle {
         // It has sent `done` and returns at once.
         let _ = collector.thread.join();
         crate::set_recording(false);
+        crate::slowlog::disable();
         STARTED.store(false, Ordering::Release);
     }
 }
@@ -291,6 +294,7 @@ impl Drop for Handle {
         if let (Some(shared), Some(_)) = (&self.shared, &self.collector) {
             shared.stop.notify_one();
             crate::set_recording(false);
+            crate::slowlog::disable();
             STARTED.store(false, Ordering::Release);
         }
     }

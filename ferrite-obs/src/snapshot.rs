@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::histogram::Histogram;
+use crate::slowlog::{self, SlowLog};
 use crate::stats::{SiteStats, sites};
 
 /// Everything the collector knows at one rollup. Published whole; readers
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub sites: Vec<SiteSnapshot>,
     /// What the collector itself costs.
     pub collector: CollectorCost,
+    /// The slow-command log at the rollup.
+    pub slowlog: SlowLog,
 }
 
 /// One call site in a snapshot.
@@ -85,6 +88,7 @@ impl Snapshot {
             sequence: 0,
             sites: Vec::new(),
             collector: CollectorCost::default(),
+            slowlog: SlowLog::default(),
         }
     }
 
@@ -142,6 +146,7 @@ impl Rollup {
             sequence: self.sequence,
             sites,
             collector: self.cost,
+            slowlog: slowlog::read(),
         }
     }
 }

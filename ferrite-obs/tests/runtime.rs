@@ -374,3 +374,66 @@ fn a_taken_endpoint_address_fails_start_and_says_which() {
     let handle = ferrite_obs::start(enabled()).expect("a failed start does not hold the runtime");
     shutdown(handle);
 }
+
+#[test]
+fn slow_commands_are_logged_newest_first_in_a_bounded_ring() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    #[probe(command, name = "SLOW", skip_all)]
+    fn slow_command(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ferrite_obs::current_command().map_or(0, |c| c.get())
+    }
+    #[probe(command, name = "SLOW_ASYNC", skip_all)]
+    async fn slow_async_command() {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    let handle = ferrite_obs::start(Config {
+        slow_threshold: Duration::from_millis(15),
+        slowlog_len: 3,
+        ..enabled()
+    })
+    .expect("start");
+    let fast = slow_command(1);
+    let ids: Vec<u64> = (0..4).map(|_| slow_command(25)).collect();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(slow_async_command());
+    wait_for(&handle, "five slow commands logged", |s| {
+        s.slowlog.logged == 5
+    });
+
+    let log = handle.snapshot().slowlog.clone();
+    assert_eq!(log.entries.len(), 3, "the ring keeps slowlog_len entries");
+    assert_eq!(log.dropped, 0);
+    let newest = &log.entries[0];
+    assert_eq!(newest.command, "SLOW_ASYNC", "newest first");
+    assert!(newest.duration >= Duration::from_millis(30));
+    assert!(
+        newest.busy < newest.duration,
+        "an async command's busy time is its polls only"
+    );
+    assert_eq!(
+        log.entries[1..].iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[3], ids[2]],
+        "the latest synchronous ones, by command id"
+    );
+    assert!(
+        log.entries.iter().all(|e| e.id != fast),
+        "a fast command is not logged"
+    );
+    let sync = &log.entries[1];
+    assert!(sync.duration >= Duration::from_millis(25) && sync.busy == sync.duration);
+
+    let (status, body) = get(handle.endpoint().unwrap(), "/slowlog");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("/slowlog is JSON");
+    assert_eq!(json["logged"], 5);
+    assert_eq!(json["entries"][0]["command"], "SLOW_ASYNC");
+    assert_eq!(json["entries"][1]["id"], ids[3]);
+    assert!(json["entries"][1]["duration_ns"].as_u64().unwrap() >= 25_000_000);
+    assert!(json["entries"][1]["kernel"].is_null());
+    shutdown(handle);
+}
