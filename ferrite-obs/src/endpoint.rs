@@ -175,12 +175,15 @@ fn snapshot_json(snapshot: &Snapshot) -> String {
     let mut out = String::with_capacity(512 + snapshot.sites.len() * 512);
     let _ = write!(
         out,
-        "{{\"sequence\":{},\"interval_seconds\":{},\"collector\":{{\"last_rollup_seconds\":{},\"total_rollup_seconds\":{},\"thread_cpu_seconds\":{}}},\"sites\":[",
+        "{{\"sequence\":{},\"interval_seconds\":{},\"collector\":{{\"last_rollup_seconds\":{},\"total_rollup_seconds\":{},\"thread_cpu_seconds\":{}}},\"instrumentation\":{{\"per_call_ns\":{},\"interval_seconds\":{},\"total_seconds\":{}}},\"sites\":[",
         snapshot.sequence,
         snapshot.interval.as_secs_f64(),
         snapshot.collector.last_rollup.as_secs_f64(),
         snapshot.collector.total_rollup.as_secs_f64(),
         snapshot.collector.thread_cpu.as_secs_f64(),
+        snapshot.instrumentation.per_call_ns,
+        snapshot.instrumentation.interval.as_secs_f64(),
+        snapshot.instrumentation.total.as_secs_f64(),
     );
     for (i, site) in snapshot.sites.iter().enumerate() {
         let t = &site.total;

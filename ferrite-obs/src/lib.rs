@@ -121,6 +121,8 @@ mod clock;
 mod command;
 pub mod config;
 #[cfg(not(loom))]
+mod cost;
+#[cfg(not(loom))]
 mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;

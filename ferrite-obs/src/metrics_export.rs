@@ -45,6 +45,11 @@ pub(crate) fn describe() {
         "Wall time of the last rollup."
     );
     metrics::describe_gauge!(
+        "ferrite_obs_instrumentation_seconds",
+        Unit::Seconds,
+        "Estimated time the instrumentation added to the host so far."
+    );
+    metrics::describe_gauge!(
         "ferrite_obs_collector_cpu_seconds",
         Unit::Seconds,
         "CPU time of the collector's thread so far."
@@ -76,6 +81,8 @@ pub(crate) fn export(snapshot: &Snapshot) {
     metrics::counter!("ferrite_obs_rollups_total").absolute(snapshot.sequence);
     metrics::gauge!("ferrite_obs_rollup_seconds").set(cost.last_rollup.as_secs_f64());
     metrics::gauge!("ferrite_obs_collector_cpu_seconds").set(cost.thread_cpu.as_secs_f64());
+    metrics::gauge!("ferrite_obs_instrumentation_seconds")
+        .set(snapshot.instrumentation.total.as_secs_f64());
 }
 
 fn labels(site: &SiteSnapshot) -> (&'static str, Vec<Label>) {

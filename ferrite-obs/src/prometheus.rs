@@ -165,6 +165,18 @@ fn collector(out: &mut String, snapshot: &Snapshot) {
             cost.total_rollup.as_secs_f64(),
         ),
         (
+            "ferrite_obs_instrumentation_seconds_total",
+            "counter",
+            "Estimated time the instrumentation added to the host: calls times the measured per-call cost.",
+            snapshot.instrumentation.total.as_secs_f64(),
+        ),
+        (
+            "ferrite_obs_instrumentation_call_seconds",
+            "gauge",
+            "Measured cost of one recorded call on this machine.",
+            snapshot.instrumentation.per_call_ns / 1e9,
+        ),
+        (
             "ferrite_obs_collector_cpu_seconds_total",
             "counter",
             "CPU time of the collector's thread.",

@@ -155,7 +155,7 @@ async fn collect(
     // Registered with this task's runtime (it needs one to exist).
     let listener = listener.and_then(|l| TcpListener::from_std(l).ok());
     let mut connections = JoinSet::new();
-    let mut rollup = Rollup::new();
+    let mut rollup = Rollup::new(crate::cost::measure_per_call_ns());
     crate::metrics_export::describe();
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -28,6 +28,20 @@ pub struct Snapshot {
     pub collector: CollectorCost,
     /// The slow-command log at the rollup.
     pub slowlog: SlowLog,
+    /// What the instrumentation cost the host.
+    pub instrumentation: InstrumentationCost,
+}
+
+/// The time the instrumentation costs the host, estimated as calls times the
+/// per-call cost measured on this machine when the runtime started.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InstrumentationCost {
+    /// Nanoseconds a recorded call adds to a bare one.
+    pub per_call_ns: f64,
+    /// Estimated time added to the host during the interval.
+    pub interval: Duration,
+    /// Estimated time added since the runtime started.
+    pub total: Duration,
 }
 
 /// One call site in a snapshot.
@@ -89,6 +103,7 @@ impl Snapshot {
             sites: Vec::new(),
             collector: CollectorCost::default(),
             slowlog: SlowLog::default(),
+            instrumentation: InstrumentationCost::default(),
         }
     }
 
@@ -105,15 +120,21 @@ pub(crate) struct Rollup {
     last: Instant,
     sequence: u64,
     cost: CollectorCost,
+    instrumentation: InstrumentationCost,
 }
 
 impl Rollup {
-    pub(crate) fn new() -> Rollup {
+    /// `per_call_ns`: what a recorded call costs on this machine.
+    pub(crate) fn new(per_call_ns: f64) -> Rollup {
         Rollup {
             previous: HashMap::new(),
             last: Instant::now(),
             sequence: 0,
             cost: CollectorCost::default(),
+            instrumentation: InstrumentationCost {
+                per_call_ns,
+                ..InstrumentationCost::default()
+            },
         }
     }
 
@@ -124,6 +145,7 @@ impl Rollup {
         let interval = started.saturating_duration_since(self.last);
         self.last = started;
         let seconds = interval.as_secs_f64();
+        let mut interval_calls = 0u64;
         let sites = sites()
             .into_iter()
             .map(|total| {
@@ -132,10 +154,18 @@ impl Rollup {
                     None => interval_between(&SiteStats::zero_like(&total), &total, seconds),
                 };
                 self.previous.insert(total.id, total.clone());
+                // Every call that began counts, whether it ended or not.
+                interval_calls = interval_calls
+                    .saturating_add(interval.calls + interval.cancelled + interval.panicked);
                 SiteSnapshot { total, interval }
             })
             .collect();
         self.sequence += 1;
+        let added = Duration::from_secs_f64(
+            (interval_calls as f64 * self.instrumentation.per_call_ns / 1e9).min(1e9),
+        );
+        self.instrumentation.interval = added;
+        self.instrumentation.total += added;
         let took = started.elapsed();
         self.cost.last_rollup = took;
         self.cost.total_rollup += took;
@@ -147,6 +177,7 @@ impl Rollup {
             sites,
             collector: self.cost,
             slowlog: slowlog::read(),
+            instrumentation: self.instrumentation,
         }
     }
 }

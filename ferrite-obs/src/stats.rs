@@ -106,7 +106,11 @@ impl SiteStats {
 /// Reading never blocks or slows down the probed calls. Sites that have not
 /// recorded yet are not listed.
 pub fn sites() -> Vec<SiteStats> {
-    let mut all: Vec<SiteStats> = REGISTRY.sites().map(SiteStats::read).collect();
+    let mut all: Vec<SiteStats> = REGISTRY
+        .sites()
+        .filter(|site| !std::ptr::eq(*site, &crate::cost::CALIBRATION))
+        .map(SiteStats::read)
+        .collect();
     all.sort_by_key(|s| s.id);
     all
 }

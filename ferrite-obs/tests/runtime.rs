@@ -317,6 +317,24 @@ fn endpoint_serves_metrics_promtool_accepts_with_exact_counts() {
         .find(|s| s["name"] == "sleepy")
         .expect("sleepy in /snapshot");
     assert_eq!(site["total"]["calls"], 25);
+    let cost = &json["instrumentation"];
+    let per_call = cost["per_call_ns"].as_f64().unwrap();
+    assert!(
+        (1.0..10_000.0).contains(&per_call),
+        "measured per-call cost: {per_call} ns"
+    );
+    assert!(
+        sample(&metrics, "ferrite_obs_instrumentation_seconds_total ") > 0.0,
+        "the estimate counts the calls made"
+    );
+    assert!(
+        !json["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "ferrite_obs_calibration"),
+        "the measurement's site is not listed"
+    );
     let (status, body) = get(addr, "/status");
     assert_eq!(status, 200);
     let status_json: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
