@@ -4,9 +4,9 @@
 
 #![cfg(not(loom))]
 
-use std::io::Write;
+mod support;
+
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrite_obs::{Config, probe};
@@ -59,26 +59,7 @@ fn figures_reach_an_installed_prometheus_recorder() {
         "every call reached the recorder's histogram:\n{text}"
     );
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (apt-get install prometheus)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    support::promtool_check(&text);
 
     tokio::runtime::Builder::new_current_thread()
         .build()

@@ -1,0 +1,29 @@
+//! Helpers shared by the integration tests.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// Fails unless `promtool check metrics` accepts `text` (Debian package
+/// `prometheus`, installed by `scripts/deps.sh`).
+pub(crate) fn promtool_check(text: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt-get install prometheus)");
+    promtool
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let checked = promtool.wait_with_output().expect("promtool finishes");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
