@@ -209,6 +209,10 @@ fn futures_moving_between_runtime_threads_are_counted_once() {
 
     #[probe]
     async fn hops(i: u64) -> u64 {
+        // Two yields are two guaranteed pendings; the sleep may or may not
+        // pend (its deadline can pass before its first poll) but bounds the
+        // latency from below.
+        tokio::task::yield_now().await;
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_micros(50)).await;
         i
