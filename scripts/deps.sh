@@ -10,11 +10,21 @@ declare -A NEEDED=(
     [readelf]=binutils      # lists the stapsdt notes
     [kill]=procps           # stops bpftrace with SIGINT so it flushes
     [promtool]=prometheus   # checks the /metrics exposition
+    [clang-19]=clang-19     # compiles the eBPF programs (ferrite-obs-bpf/build.rs)
+    [bpftool]=bpftool       # lists loaded programs in the kernel tests
+)
+# file -> Debian package providing it
+declare -A NEEDED_FILES=(
+    [/usr/include/bpf/bpf_helpers.h]=libbpf-dev       # BPF helper declarations
+    [/usr/include/linux/bpf.h]=linux-libc-dev         # kernel UAPI headers
 )
 
 missing=()
 for command in "${!NEEDED[@]}"; do
     command -v "$command" >/dev/null 2>&1 || missing+=("${NEEDED[$command]}")
+done
+for file in "${!NEEDED_FILES[@]}"; do
+    [ -e "$file" ] || missing+=("${NEEDED_FILES[$file]}")
 done
 if ! command -v cargo >/dev/null 2>&1; then
     echo "deps: cargo is missing: install a Rust toolchain (rustup, 1.95 or newer)" >&2

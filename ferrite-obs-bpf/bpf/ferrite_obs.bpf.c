@@ -1,0 +1,420 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * ferrite-obs kernel programs: io_uring requests of one process attributed to
+ * the commands that issued them, and the off-CPU time of its commands.
+ *
+ * Only the process whose tgid the loader sets in `target_tgid` is observed.
+ * Aggregation happens here (per-CPU log2 histograms and counters); only
+ * outliers (slow or failed completions, blocking polls) go through the ring
+ * buffer.
+ *
+ * Attribution: a runtime thread registers two addresses in `threads`: its
+ * slot table (user_data -> command, written when the SQE is pushed) and its
+ * current-command cell. io_uring_submit_req runs in the thread that calls
+ * io_uring_enter, which for a thread's own ring is the thread that pushed the
+ * SQE, so its slot table is the right one to read.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#include "ferrite_obs.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Set by the loader before load. */
+volatile const __u32 target_tgid = 0;
+volatile const __u64 slow_io_ns = ~0ULL;
+volatile const __u64 block_threshold_ns = ~0ULL;
+
+/* Default sizes; the loader may override every max_entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct fo_thread);
+} threads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct fo_inflight);
+} inflight SEC(".maps");
+
+/* Ring (kernel ctx address) -> seq of the last slot read for it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} ring_seq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fo_io_key);
+	__type(value, struct fo_io_stats);
+} io_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct fo_offcpu);
+} offcpu SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct fo_command);
+} commands SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct fo_switch);
+} switched_out SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FO_C_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* Tracepoint records, relocated against the kernel's BTF at load (CO-RE). */
+struct trace_event_raw_io_uring_submit_req {
+	void *ctx;
+	void *req;
+	__u64 user_data;
+	__u8 opcode;
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_io_uring_complete {
+	void *ctx;
+	void *req;
+	__u64 user_data;
+	int res;
+	unsigned cflags;
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_io_uring_queue_async_work {
+	void *req;
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_io_uring_req_failed {
+	void *req;
+	__u8 opcode;
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_sched_switch {
+	int prev_pid;
+	long prev_state;
+	int next_pid;
+} __attribute__((preserve_access_index));
+
+#define CQE_F_MORE (1U << 1)
+
+static __always_inline void count(__u32 index)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &index);
+	if (value)
+		*value += 1; /* per-CPU: no other writer */
+}
+
+static __always_inline int is_target(void)
+{
+	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
+}
+
+static __always_inline __u32 log2_bucket(__u64 ns)
+{
+	__u32 bucket = 0;
+	/* Unrolled binary search: bounded for the verifier. */
+	if (ns >> 32) { ns >>= 32; bucket += 32; }
+	if (ns >> 16) { ns >>= 16; bucket += 16; }
+	if (ns >> 8) { ns >>= 8; bucket += 8; }
+	if (ns >> 4) { ns >>= 4; bucket += 4; }
+	if (ns >> 2) { ns >>= 2; bucket += 2; }
+	if (ns >> 1) { bucket += 1; }
+	return bucket < FO_LOG2_BUCKETS ? bucket : FO_LOG2_BUCKETS - 1;
+}
+
+/* Bytes for opcodes whose positive result is a byte count. */
+static __always_inline int moves_data(__u8 opcode)
+{
+	switch (opcode) {
+	case 1: case 2: case 4: case 5:  /* READV WRITEV READ_FIXED WRITE_FIXED */
+	case 9: case 10:                 /* SENDMSG RECVMSG */
+	case 22: case 23: case 26: case 27: /* READ WRITE SEND RECV */
+	case 47: case 48: case 49:       /* SEND_ZC SENDMSG_ZC READ_MULTISHOT */
+	case 60: case 61:                /* READV_FIXED WRITEV_FIXED */
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static __always_inline struct fo_io_stats *io_stats_of(__u32 kind, __u8 opcode)
+{
+	struct fo_io_key key = { .kind = kind, .opcode = opcode };
+	struct fo_io_stats *stats = bpf_map_lookup_elem(&io_stats, &key);
+	if (stats)
+		return stats;
+	static const struct fo_io_stats zero = {};
+	bpf_map_update_elem(&io_stats, &key, &zero, BPF_NOEXIST);
+	stats = bpf_map_lookup_elem(&io_stats, &key);
+	if (!stats)
+		count(FO_C_STATS_FULL);
+	return stats;
+}
+
+static __always_inline struct fo_command *command_of(__u64 command)
+{
+	struct fo_command *figures = bpf_map_lookup_elem(&commands, &command);
+	if (figures)
+		return figures;
+	static const struct fo_command zero = {};
+	bpf_map_update_elem(&commands, &command, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&commands, &command);
+}
+
+SEC("tracepoint/io_uring/io_uring_submit_req")
+int fo_submit(struct trace_event_raw_io_uring_submit_req *tp)
+{
+	if (!is_target())
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 user_data = BPF_CORE_READ(tp, user_data);
+	__u64 ctx = (__u64)BPF_CORE_READ(tp, ctx);
+	struct fo_inflight request = {
+		.submit_ns = bpf_ktime_get_ns(),
+		.ctx = ctx,
+		.tid = tid,
+		.opcode = BPF_CORE_READ(tp, opcode),
+	};
+	count(FO_C_SUBMITTED);
+
+	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &tid);
+	if (thread && thread->slots) {
+		struct fo_slot slot;
+		__u64 at = thread->slots + (user_data & (FO_SLOTS - 1)) * sizeof(slot);
+		if (bpf_probe_read_user(&slot, sizeof(slot), (const void *)at) != 0) {
+			count(FO_C_READ_FAULTS);
+		} else if (slot.user_data != user_data) {
+			count(FO_C_SLOT_MISMATCH);
+		} else {
+			__u64 *last = bpf_map_lookup_elem(&ring_seq, &ctx);
+			if (last && slot.seq <= *last) {
+				count(FO_C_STALE_SLOTS);
+			} else {
+				request.command = slot.command;
+				request.kind = slot.kind;
+				if (last)
+					*last = slot.seq; /* only this ring's submitter writes it */
+				else
+					bpf_map_update_elem(&ring_seq, &ctx, &slot.seq, BPF_ANY);
+			}
+		}
+	}
+	count(request.command ? FO_C_ATTRIBUTED : FO_C_UNATTRIBUTED);
+
+	__u64 req = (__u64)BPF_CORE_READ(tp, req);
+	if (bpf_map_update_elem(&inflight, &req, &request, BPF_ANY) != 0)
+		count(FO_C_INFLIGHT_FULL);
+	return 0;
+}
+
+SEC("tracepoint/io_uring/io_uring_queue_async_work")
+int fo_punt(struct trace_event_raw_io_uring_queue_async_work *tp)
+{
+	__u64 req = (__u64)BPF_CORE_READ(tp, req);
+	struct fo_inflight *request = bpf_map_lookup_elem(&inflight, &req);
+	if (!request)
+		return 0;
+	request->punted = 1;
+	count(FO_C_PUNTED);
+	return 0;
+}
+
+SEC("tracepoint/io_uring/io_uring_complete")
+int fo_complete(struct trace_event_raw_io_uring_complete *tp)
+{
+	__u64 req = (__u64)BPF_CORE_READ(tp, req);
+	if (!req)
+		return 0;
+	struct fo_inflight *found = bpf_map_lookup_elem(&inflight, &req);
+	/* The ctx check guards against a request address reused by another
+	 * ring after a completion this program missed. */
+	if (!found || found->ctx != (__u64)BPF_CORE_READ(tp, ctx))
+		return 0;
+	struct fo_inflight request = *found;
+	unsigned cflags = BPF_CORE_READ(tp, cflags);
+	if (cflags & CQE_F_MORE)
+		found->punted = 0; /* multishot: the request stays in flight */
+	else
+		bpf_map_delete_elem(&inflight, &req);
+
+	__u64 now = bpf_ktime_get_ns();
+	__u64 latency = now > request.submit_ns ? now - request.submit_ns : 0;
+	int res = BPF_CORE_READ(tp, res);
+	count(FO_C_COMPLETED);
+
+	struct fo_io_stats *stats = io_stats_of(request.kind, request.opcode);
+	if (stats) {
+		stats->ops += 1;
+		stats->latency_ns += latency;
+		stats->buckets[log2_bucket(latency)] += 1;
+		if (res < 0)
+			stats->errors += 1;
+		else if (moves_data(request.opcode))
+			stats->bytes += res;
+		if (request.punted)
+			stats->punts += 1;
+	}
+	if (request.command) {
+		struct fo_command *figures = command_of(request.command);
+		if (figures) {
+			__sync_fetch_and_add(&figures->io_ops, 1);
+			__sync_fetch_and_add(&figures->io_ns, latency);
+		}
+	}
+
+	if (res < 0 || latency >= slow_io_ns) {
+		struct fo_event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
+		if (!event) {
+			count(FO_C_EVENTS_DROPPED);
+			return 0;
+		}
+		event->type = res < 0 ? FO_EV_FAILED_IO : FO_EV_SLOW_IO;
+		event->tid = request.tid;
+		event->command = request.command;
+		event->duration_ns = latency;
+		event->user_data = BPF_CORE_READ(tp, user_data);
+		event->kind = request.kind;
+		event->res = res;
+		event->opcode = request.opcode;
+		event->_pad = 0;
+		bpf_ringbuf_submit(event, 0);
+	}
+	return 0;
+}
+
+SEC("tracepoint/io_uring/io_uring_req_failed")
+int fo_failed(struct trace_event_raw_io_uring_req_failed *tp)
+{
+	if (!is_target())
+		return 0;
+	count(FO_C_FAILED);
+	return 0;
+}
+
+SEC("tracepoint/io_uring/io_uring_short_write")
+int fo_short_write(void *tp)
+{
+	if (is_target())
+		count(FO_C_SHORT_WRITES);
+	return 0;
+}
+
+SEC("tracepoint/io_uring/io_uring_cqe_overflow")
+int fo_cqe_overflow(void *tp)
+{
+	if (is_target())
+		count(FO_C_CQE_OVERFLOWS);
+	return 0;
+}
+
+/*
+ * Off-CPU time. At a switch-out the current task is `prev`: if it belongs to
+ * the process and its current-command cell names a command, note the switch.
+ * The matching switch-in is found by `next_pid` (the tracepoint gives no tgid
+ * for `next`, but only the process's threads are in `switched_out`).
+ */
+SEC("tracepoint/sched/sched_switch")
+int fo_switch(struct trace_event_raw_sched_switch *tp)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	__u32 next = BPF_CORE_READ(tp, next_pid);
+	struct fo_switch *out = bpf_map_lookup_elem(&switched_out, &next);
+	if (out) {
+		struct fo_switch was = *out;
+		bpf_map_delete_elem(&switched_out, &next);
+		count(FO_C_SWITCH_INS);
+		__u64 away = now > was.at_ns ? now - was.at_ns : 0;
+		__u32 kind = was.kind;
+		struct fo_offcpu *figures = bpf_map_lookup_elem(&offcpu, &kind);
+		if (!figures) {
+			static const struct fo_offcpu zero = {};
+			bpf_map_update_elem(&offcpu, &kind, &zero, BPF_NOEXIST);
+			figures = bpf_map_lookup_elem(&offcpu, &kind);
+		}
+		int long_block = was.blocked && away >= block_threshold_ns;
+		if (figures) {
+			if (was.blocked)
+				figures->blocked_ns += away;
+			else
+				figures->preempted_ns += away;
+			figures->switches += 1;
+			figures->long_blocks += long_block;
+		} else {
+			count(FO_C_STATS_FULL);
+		}
+		struct fo_command *command = command_of(was.command);
+		if (command) {
+			if (was.blocked)
+				__sync_fetch_and_add(&command->blocked_ns, away);
+			else
+				__sync_fetch_and_add(&command->preempted_ns, away);
+		}
+		if (long_block) {
+			struct fo_event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
+			if (event) {
+				__builtin_memset(event, 0, sizeof(*event));
+				event->type = FO_EV_BLOCKED_POLL;
+				event->tid = next;
+				event->command = was.command;
+				event->duration_ns = away;
+				event->kind = was.kind;
+				bpf_ringbuf_submit(event, 0);
+			} else {
+				count(FO_C_EVENTS_DROPPED);
+			}
+		}
+	}
+
+	if (!is_target())
+		return 0;
+	__u32 prev = (__u32)bpf_get_current_pid_tgid();
+	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &prev);
+	if (!thread || !thread->current)
+		return 0;
+	struct fo_current current;
+	if (bpf_probe_read_user(&current, sizeof(current), (const void *)thread->current) != 0) {
+		count(FO_C_READ_FAULTS);
+		return 0;
+	}
+	if (!current.command)
+		return 0;
+	/* Low byte of prev_state: non-zero when the task sleeps (S, D, ...);
+	 * 0 (or the preempted bit above it) when it was preempted. */
+	long state = BPF_CORE_READ(tp, prev_state);
+	struct fo_switch switch_out = {
+		.at_ns = now,
+		.command = current.command,
+		.kind = (__u32)current.kind,
+		.blocked = (state & 0xff) != 0,
+	};
+	bpf_map_update_elem(&switched_out, &prev, &switch_out, BPF_ANY);
+	count(FO_C_SWITCH_OUTS);
+	return 0;
+}

@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * Layouts shared by the kernel programs and userspace: map keys and values,
+ * the per-thread tables the programs read from the process's memory, and
+ * ring-buffer records. The single source of truth: `ferrite-obs-bpf`'s Rust
+ * mirror types are checked against this file (sizes and field offsets).
+ *
+ * Every struct is padded explicitly so C and Rust agree without relying on
+ * either compiler's implicit padding.
+ */
+#ifndef FERRITE_OBS_H
+#define FERRITE_OBS_H
+
+#include <linux/types.h>
+
+/* ---- per-thread state in the host's memory, read with bpf_probe_read_user */
+
+/* Entries in a thread's slot table (a power of two). An SQE with user_data
+ * `u` is described by entry `u & (FO_SLOTS - 1)` if that entry's user_data
+ * is `u`; otherwise the request is unattributed (a collision). */
+#define FO_SLOT_BITS 10
+#define FO_SLOTS (1u << FO_SLOT_BITS)
+
+/* One slot: the command that pushed the SQE carrying `user_data`.
+ *
+ * `seq` increases with every slot a thread writes, and a ring consumes SQEs
+ * in the order they were pushed, so the slots of one ring's SQEs are read in
+ * increasing `seq` order: a slot whose `seq` is not above the last one read
+ * for that ring (map `ring_seq`) was already used, by an earlier SQE with the
+ * same user_data, and the SQE being submitted was never tagged. It counts as
+ * unattributed instead of inheriting a stale command. */
+struct fo_slot {
+	__u64 user_data;
+	__u64 command; /* command id; 0: pushed outside any command */
+	__u64 seq;
+	__u32 kind;    /* command kind (site index + 1); 0: none */
+	__u32 _pad;
+};
+
+/* A thread's current command, as the runtime keeps it (a thread-local). */
+struct fo_current {
+	__u64 command;
+	__u64 kind;
+};
+
+/* Map `threads` (tid -> registration): where a thread's tables live. */
+struct fo_thread {
+	__u64 slots;   /* address of FO_SLOTS struct fo_slot, or 0 */
+	__u64 current; /* address of a struct fo_current, or 0 */
+};
+
+/* ---- kernel-side state */
+
+/* Map `inflight` (kernel request address -> request): submitted, not yet
+ * completed requests of the process. LRU: a lost completion cannot leak. */
+struct fo_inflight {
+	__u64 command;
+	__u64 submit_ns;
+	__u64 ctx;
+	__u32 kind;
+	__u32 tid;
+	__u8 opcode;
+	__u8 punted;
+	__u8 _pad[6];
+};
+
+/* Key of `io_stats`: a command kind (0: unattributed) and an opcode. */
+struct fo_io_key {
+	__u32 kind;
+	__u32 opcode;
+};
+
+/* Log2 latency buckets: bucket i counts [2^i, 2^(i+1)) ns (bucket 0 also
+ * holds 0); the last bucket holds everything from 2^(FO_LOG2_BUCKETS-1). */
+#define FO_LOG2_BUCKETS 40
+
+/* Value of `io_stats` (per CPU): completed requests of one key. */
+struct fo_io_stats {
+	__u64 ops;
+	__u64 errors; /* completions with a negative result, and failed submits */
+	__u64 bytes;  /* positive results of data-moving opcodes */
+	__u64 punts;  /* requests handed to an io-wq worker */
+	__u64 latency_ns;
+	__u64 buckets[FO_LOG2_BUCKETS];
+};
+
+/* Value of `offcpu` (per CPU, key: command kind): time the process's
+ * threads spent switched out while inside a poll of a command of that kind. */
+struct fo_offcpu {
+	__u64 blocked_ns;   /* switched out sleeping (S or D): blocking */
+	__u64 preempted_ns; /* switched out runnable: run-queue delay */
+	__u64 switches;
+	__u64 long_blocks; /* blocked longer than the blocking threshold */
+};
+
+/* Value of `commands` (command id -> figures of one command invocation),
+ * LRU, updated with atomic adds: the kernel part of a slow-log entry. */
+struct fo_command {
+	__u64 io_ops;
+	__u64 io_ns; /* sum of the latencies of its completed requests */
+	__u64 blocked_ns;
+	__u64 preempted_ns;
+};
+
+/* Map `switched_out` (tid -> pending switch-out inside a command's poll). */
+struct fo_switch {
+	__u64 at_ns;
+	__u64 command;
+	__u32 kind;
+	__u32 blocked;
+};
+
+/* Indices of the per-CPU `counters` array. */
+enum fo_counter {
+	FO_C_SUBMITTED = 0,     /* requests the process submitted */
+	FO_C_ATTRIBUTED,        /* ... carrying a command */
+	FO_C_UNATTRIBUTED,      /* ... with no command (never guessed) */
+	FO_C_SLOT_MISMATCH,     /* ... whose slot held another user_data */
+	FO_C_COMPLETED,         /* completions of tracked requests */
+	FO_C_PUNTED,            /* requests handed to io-wq */
+	FO_C_FAILED,            /* submissions the kernel failed */
+	FO_C_SHORT_WRITES,      /* short writes */
+	FO_C_CQE_OVERFLOWS,     /* completions that overflowed the CQ ring */
+	FO_C_EVENTS_DROPPED,    /* ring-buffer records lost (ring full) */
+	FO_C_READ_FAULTS,       /* failed reads of the process's tables */
+	FO_C_INFLIGHT_FULL,     /* requests not tracked: update failed */
+	FO_C_STATS_FULL,        /* completions not aggregated: map full */
+	FO_C_SWITCH_OUTS,       /* switch-outs inside a command's poll */
+	FO_C_SWITCH_INS,        /* ... matched by their switch-in */
+	FO_C_STALE_SLOTS,       /* submissions whose slot was already used */
+	FO_C_COUNT,
+};
+
+/* ---- ring-buffer records: only outliers travel */
+
+enum fo_event_type {
+	FO_EV_SLOW_IO = 1,      /* a completion slower than the slow threshold */
+	FO_EV_FAILED_IO = 2,    /* a completion with a negative result */
+	FO_EV_BLOCKED_POLL = 3, /* a command's poll blocked its thread too long */
+};
+
+struct fo_event {
+	__u32 type;
+	__u32 tid;
+	__u64 command;
+	__u64 duration_ns;
+	__u64 user_data; /* 0 for FO_EV_BLOCKED_POLL */
+	__u32 kind;
+	__s32 res;       /* the completion's result; 0 for FO_EV_BLOCKED_POLL */
+	__u32 opcode;    /* 0 for FO_EV_BLOCKED_POLL */
+	__u32 _pad;
+};
+
+#endif /* FERRITE_OBS_H */
