@@ -237,7 +237,9 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
                 #block
             };
             match __ferrite_span {
-                ::core::option::Option::None if !__ferrite_active => __ferrite_body(),
+                ::core::option::Option::None if !__ferrite_active => {
+                    ::ferrite_obs::__private::call_once(__ferrite_body)
+                }
                 ::core::option::Option::None => ::ferrite_obs::__private::run::<_, #classify>(
                     &__FERRITE_SITE,
                     #is_command,

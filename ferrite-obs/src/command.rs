@@ -24,13 +24,36 @@ impl CommandId {
 const BLOCK: u64 = 1024;
 static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
 
+/// A thread's current command: its id and its kind (the command site's
+/// [`Site::kind`](crate::site::Site::kind)), both 0 when none. `#[repr(C)]`:
+/// the kernel view reads it by address as `struct fo_current`.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct CurrentCell {
+    command: AtomicU64,
+    kind: AtomicU64,
+}
+
+/// What [`enter`] replaced, for [`restore`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Previous {
+    command: u64,
+    kind: u64,
+}
+
 thread_local! {
     /// `(next, end)` of the thread's block of ids.
     static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-    /// The thread's current command id, 0 when none. An atomic with `const`
-    /// initialisation and no destructor: its address is fixed for the thread's
-    /// life, so it can be registered once and read from outside the thread.
-    static CURRENT: AtomicU64 = const { AtomicU64::new(0) };
+    /// The thread's current command. Atomics with `const` initialisation and
+    /// no destructor: the address is fixed for the thread's life, so it can
+    /// be registered once and read from outside the thread (by the kernel
+    /// view while the thread is switched out). Only this thread writes it.
+    static CURRENT: CurrentCell = const {
+        CurrentCell {
+            command: AtomicU64::new(0),
+            kind: AtomicU64::new(0),
+        }
+    };
 }
 
 /// A new, never used command id.
@@ -49,7 +72,25 @@ pub(crate) fn next_id() -> u64 {
 /// The thread's current command id (0 when none).
 #[inline(always)]
 pub(crate) fn current_raw() -> u64 {
-    CURRENT.with(|c| c.load(Ordering::Relaxed))
+    CURRENT.with(|c| c.command.load(Ordering::Relaxed))
+}
+
+/// The thread's current command id and kind (0, 0 when none).
+#[cfg(any(test, all(target_os = "linux", feature = "ebpf")))]
+#[inline(always)]
+pub(crate) fn current_with_kind() -> (u64, u32) {
+    CURRENT.with(|c| {
+        (
+            c.command.load(Ordering::Relaxed),
+            c.kind.load(Ordering::Relaxed) as u32,
+        )
+    })
+}
+
+/// The address of the thread's current-command cell (`struct fo_current`).
+#[cfg(all(target_os = "linux", feature = "ebpf", not(loom)))]
+pub(crate) fn current_cell_address() -> u64 {
+    CURRENT.with(|c| std::ptr::from_ref(c) as u64)
 }
 
 /// The command running on this thread right now, if any.
@@ -60,37 +101,44 @@ pub fn current_command() -> Option<CommandId> {
     NonZeroU64::new(current_raw()).map(CommandId)
 }
 
-/// Makes `id` the thread's current command; returns the previous one, for
-/// [`restore`].
+/// Makes `id` (of kind `kind`) the thread's current command; returns the
+/// previous one, for [`restore`].
 #[inline(always)]
-pub(crate) fn enter(id: u64) -> u64 {
-    // Load and store, not `swap`: only this thread writes its cell, and
+pub(crate) fn enter(id: u64, kind: u32) -> Previous {
+    // Loads and stores, not `swap`: only this thread writes its cell, and
     // `xchg` would be an implicitly locked instruction.
     CURRENT.with(|c| {
-        let previous = c.load(Ordering::Relaxed);
-        c.store(id, Ordering::Relaxed);
+        let previous = Previous {
+            command: c.command.load(Ordering::Relaxed),
+            kind: c.kind.load(Ordering::Relaxed),
+        };
+        c.command.store(id, Ordering::Relaxed);
+        c.kind.store(u64::from(kind), Ordering::Relaxed);
         previous
     })
 }
 
 /// Makes `previous` the thread's current command again.
 #[inline(always)]
-pub(crate) fn restore(previous: u64) {
-    CURRENT.with(|c| c.store(previous, Ordering::Relaxed));
+pub(crate) fn restore(previous: Previous) {
+    CURRENT.with(|c| {
+        c.command.store(previous.command, Ordering::Relaxed);
+        c.kind.store(previous.kind, Ordering::Relaxed);
+    });
 }
 
-/// Makes `id` the thread's current command until dropped, then restores the
-/// previous one (also when unwinding).
+/// Makes a command the thread's current one until dropped, then restores
+/// the previous one (also when unwinding).
 #[derive(Debug)]
 pub(crate) struct Scope {
-    previous: u64,
+    previous: Previous,
 }
 
 impl Scope {
     #[inline(always)]
-    pub(crate) fn enter(id: u64) -> Scope {
+    pub(crate) fn enter(id: u64, kind: u32) -> Scope {
         Scope {
-            previous: enter(id),
+            previous: enter(id, kind),
         }
     }
 }
@@ -126,13 +174,13 @@ mod tests {
     fn scopes_nest_and_restore() {
         assert_eq!(current_command(), None);
         {
-            let _outer = Scope::enter(7);
+            let _outer = Scope::enter(7, 1);
             assert_eq!(current_raw(), 7);
             {
-                let _inner = Scope::enter(9);
-                assert_eq!(current_raw(), 9);
+                let _inner = Scope::enter(9, 2);
+                assert_eq!(current_with_kind(), (9, 2));
             }
-            assert_eq!(current_raw(), 7);
+            assert_eq!(current_with_kind(), (7, 1));
         }
         assert_eq!(current_command(), None);
     }

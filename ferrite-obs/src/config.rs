@@ -14,6 +14,7 @@
 //! inflight_entries = 65536    # in-flight io_uring requests tracked (LRU)
 //! histogram_entries = 4096    # (command, opcode) latency histograms
 //! ring_buffer_bytes = 262144  # outlier events; a power of two
+//! blocking_threshold = "1ms"  # a command poll switched out sleeping longer is logged
 //! ```
 //!
 //! Every key is optional. `Config` implements `serde::Deserialize`, so a
@@ -62,6 +63,9 @@ pub struct EbpfConfig {
     pub histogram_entries: u32,
     /// Size of the ring buffer for outlier events, a power of two.
     pub ring_buffer_bytes: u32,
+    /// A command's poll that sleeps (blocks its thread) longer than this is
+    /// counted and logged: blocking calls inside async code.
+    pub blocking_threshold: Duration,
 }
 
 /// The level filter for `#[probe]` spans.
@@ -121,6 +125,7 @@ impl Default for EbpfConfig {
             inflight_entries: 65_536,
             histogram_entries: 4_096,
             ring_buffer_bytes: 256 * 1024,
+            blocking_threshold: Duration::from_millis(1),
         }
     }
 }
@@ -257,7 +262,7 @@ impl<'de> de::Deserialize<'de> for Raw {
 
 /// Every key of the section, with its section path: the keys that
 /// documentation must cover.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "enabled",
     "rollup_interval",
     "slow_threshold",
@@ -268,6 +273,7 @@ pub const KEYS: [&str; 10] = [
     "ebpf.inflight_entries",
     "ebpf.histogram_entries",
     "ebpf.ring_buffer_bytes",
+    "ebpf.blocking_threshold",
 ];
 
 impl Config {
@@ -344,6 +350,12 @@ impl Config {
                 }
                 self.ebpf.ring_buffer_bytes = bytes as u32;
             }
+            "ebpf.blocking_threshold" => {
+                self.ebpf.blocking_threshold = value.duration(
+                    Duration::from_micros(10)..=Duration::from_secs(60),
+                    "a duration from \"10us\" to \"1m\", such as \"1ms\" (units ns, us, ms, s, m, h)",
+                )?;
+            }
             unknown => return Err(unknown_key(unknown)),
         }
         Ok(())
@@ -406,7 +418,8 @@ impl Config {
              enabled = {}\n\
              inflight_entries = {}\n\
              histogram_entries = {}\n\
-             ring_buffer_bytes = {}\n",
+             ring_buffer_bytes = {}\n\
+             blocking_threshold = \"{}\"\n",
             self.enabled,
             format_duration(self.rollup_interval),
             format_duration(self.slow_threshold),
@@ -417,6 +430,7 @@ impl Config {
             self.ebpf.inflight_entries,
             self.ebpf.histogram_entries,
             self.ebpf.ring_buffer_bytes,
+            format_duration(self.ebpf.blocking_threshold),
         )
     }
 }

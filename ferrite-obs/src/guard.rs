@@ -17,7 +17,8 @@ use std::task::{Context, Poll};
 use tracing::Span;
 
 use crate::clock::{self, Stamp};
-use crate::command::{self, Scope};
+use crate::command::{self, Previous, Scope};
+use crate::kernel;
 use crate::probes::{Probe, backend};
 use crate::recording::is_recording;
 use crate::registry::REGISTRY;
@@ -153,6 +154,14 @@ pub fn run<R, C: Classify<R>>(
     output
 }
 
+/// Calls `body` once: the inactive path of a synchronous site. Through a
+/// generic `FnOnce`, so a body that mutates what it captured (a `&mut`
+/// argument) needs no `mut` binding.
+#[inline(always)]
+pub fn call_once<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
 /// [`run`] inside `span`, for a call whose span level a subscriber wants.
 #[inline(never)]
 pub fn run_spanned<R, C: Classify<R>>(
@@ -178,7 +187,7 @@ struct SyncCall {
     /// The command this call started, or 0 (its probes report the current).
     command: u64,
     /// The current command before this command root began.
-    restore: u64,
+    restore: Previous,
     start: Stamp,
 }
 
@@ -186,17 +195,19 @@ impl SyncCall {
     #[inline(always)]
     fn begin(site: &'static Site, recording: bool, is_command: bool) -> SyncCall {
         let command = begin(site, is_command);
-        let restore = if is_command {
-            command::enter(command)
-        } else {
-            0
-        };
         let (shard, exclusive) = if recording {
             let (shard, exclusive) = local_shard(site);
             shard.record_start(exclusive);
             (std::ptr::from_ref(shard), exclusive)
         } else {
             (std::ptr::null(), false)
+        };
+        // After `local_shard`, which registers the site and so gives it its kind.
+        let restore = if is_command {
+            kernel::enter_command();
+            command::enter(command, site.kind())
+        } else {
+            Previous::default()
         };
         // Last, so the call's own bookkeeping is not timed.
         let timed = recording || exit_traced(is_command);
@@ -286,6 +297,8 @@ enum State {
 #[derive(Debug)]
 struct Running {
     command: u64,
+    /// The command's kind, for a command root (see `Site::kind`).
+    kind: u32,
     is_command: bool,
     start: Option<Stamp>,
     /// The call's start was counted, so its end must be too.
@@ -333,6 +346,8 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
                 first_poll_start = start;
                 State::Running(Running {
                     command,
+                    // After `local_shard`, which registers the site.
+                    kind: site.kind(),
                     is_command: site.meta.is_command,
                     start,
                     recorded: recording,
@@ -346,7 +361,10 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
             return this.inner.poll(cx);
         };
 
-        let scope = running.is_command.then(|| Scope::enter(running.command));
+        let scope = running.is_command.then(|| {
+            kernel::enter_command();
+            Scope::enter(running.command, running.kind)
+        });
         // Busy time is measured only while recording; a tracer alone needs
         // just the call's start and end.
         let poll_start = match running.start {

@@ -130,6 +130,8 @@ pub mod fuzzing;
 mod guard;
 pub mod histogram;
 #[cfg(not(loom))]
+pub mod kernel;
+#[cfg(not(loom))]
 mod metrics_export;
 pub mod probes;
 #[cfg(not(loom))]
@@ -172,7 +174,8 @@ pub use stats::{SiteStats, commands, sites};
 #[cfg(not(loom))]
 pub mod __private {
     pub use crate::guard::{
-        Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, active, run, run_spanned,
+        Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, active, call_once, run,
+        run_spanned,
     };
     pub use crate::site::{Site, SiteMeta};
     pub use tracing;

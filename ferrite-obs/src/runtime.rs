@@ -21,6 +21,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::kernel::{Kernel, KernelStatus};
 use crate::snapshot::{Rollup, Snapshot};
 
 /// Set while a runtime is running: there is one per process.
@@ -79,16 +80,19 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
             return Err(error);
         }
     };
+    // Loaded before recording starts, so the first commands are attributed.
+    let kernel = Kernel::load(&config);
     crate::slowlog::configure(config.slow_threshold, config.slowlog_len);
     crate::set_recording(true);
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(Snapshot::empty()),
         stop: Notify::new(),
         endpoint: listener.as_ref().and_then(|l| l.local_addr().ok()),
+        kernel: kernel.status(),
         config,
     });
     let (done_tx, done_rx) = oneshot::channel();
-    let task = collect(Arc::clone(&shared), listener, done_tx);
+    let task = collect(Arc::clone(&shared), listener, kernel, done_tx);
     let thread = match spawn_thread(task) {
         Ok(thread) => thread,
         Err(source) => {
@@ -135,6 +139,8 @@ pub(crate) struct Shared {
     stop: Notify,
     /// The endpoint's bound address, when it is on.
     pub(crate) endpoint: Option<SocketAddr>,
+    /// The kernel view's status after loading.
+    pub(crate) kernel: KernelStatus,
     pub(crate) config: Config,
 }
 
@@ -150,12 +156,13 @@ struct Collector {
 async fn collect(
     shared: Arc<Shared>,
     listener: Option<std::net::TcpListener>,
+    kernel: Kernel,
     done: oneshot::Sender<()>,
 ) {
     // Registered with this task's runtime (it needs one to exist).
     let listener = listener.and_then(|l| TcpListener::from_std(l).ok());
     let mut connections = JoinSet::new();
-    let mut rollup = Rollup::new(crate::cost::measure_per_call_ns());
+    let mut rollup = Rollup::new(crate::cost::measure_per_call_ns(), kernel);
     crate::metrics_export::describe();
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -165,6 +172,7 @@ async fn collect(
             _ = ticker.tick() => publish(&shared, rollup.next(thread_cpu())),
             () = shared.stop.notified() => {
                 publish(&shared, rollup.next(thread_cpu()));
+                rollup.unload_kernel();
                 break;
             }
             Some(stream) = accept(listener.as_ref()) => {
@@ -229,6 +237,8 @@ pub struct Status {
     pub rollup_interval: Duration,
     /// Where the endpoint listens, when it is on.
     pub endpoint: Option<SocketAddr>,
+    /// The kernel view: off, active, or degraded and why.
+    pub kernel: KernelStatus,
 }
 
 /// A running (or disabled) ferrite-obs. Keep it for the life of the server;
@@ -260,6 +270,10 @@ impl Handle {
                 .as_ref()
                 .map_or(Duration::ZERO, |s| s.config.rollup_interval),
             endpoint: self.endpoint(),
+            kernel: match (&self.shared, &self.collector) {
+                (Some(shared), Some(_)) => shared.kernel.clone(),
+                _ => KernelStatus::Off,
+            },
         }
     }
 

@@ -18,6 +18,9 @@ use crate::shard::{READ_PHASES, Shard, Totals};
 use crate::slot::{SLOTS, Slot};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
+/// `Site::id` before the registry assigns one.
+pub(crate) const UNASSIGNED: usize = usize::MAX;
+
 /// What `#[probe]` knows about a call site at compile time.
 #[derive(Debug)]
 pub struct SiteMeta {
@@ -53,7 +56,7 @@ impl Site {
         Self {
             meta,
             registered: AtomicBool::new(false),
-            id: AtomicUsize::new(0),
+            id: AtomicUsize::new(UNASSIGNED),
             next: AtomicPtr::new(ptr::null_mut()),
             shards: [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS + 1],
         }
@@ -65,9 +68,20 @@ impl Site {
         Self {
             meta,
             registered: AtomicBool::new(false),
-            id: AtomicUsize::new(0),
+            id: AtomicUsize::new(UNASSIGNED),
             next: AtomicPtr::new(ptr::null_mut()),
             shards: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// The site's kind as the kernel view records it: its registry id + 1,
+    /// or 0 until its registration has completed (the first calls of a site
+    /// racing its registration on another thread may see 0).
+    #[inline(always)]
+    pub(crate) fn kind(&self) -> u32 {
+        match self.id.load(Ordering::Relaxed) {
+            UNASSIGNED => 0,
+            id => u32::try_from(id + 1).unwrap_or(0),
         }
     }
 

@@ -21,12 +21,15 @@ static LOG: Mutex<Ring> = Mutex::new(Ring {
     entries: VecDeque::new(),
     capacity: 0,
     logged: 0,
+    annotated: 0,
 });
 
 struct Ring {
     entries: VecDeque<SlowEntry>,
     capacity: usize,
     logged: u64,
+    /// `logged` when [`annotate`] last ran.
+    annotated: u64,
 }
 
 /// One slow command.
@@ -79,6 +82,7 @@ pub(crate) fn configure(threshold: Duration, capacity: usize) {
     ring.entries = VecDeque::with_capacity(capacity);
     ring.capacity = capacity;
     ring.logged = 0;
+    ring.annotated = 0;
     DROPPED.store(0, Ordering::Relaxed);
     THRESHOLD_NS.store(
         u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX),
@@ -127,6 +131,36 @@ pub(crate) fn log(id: u64, command: &'static str, elapsed_ns: u64, busy_ns: u64,
         kernel: None,
     });
     ring.logged += 1;
+}
+
+/// Fills in the kernel breakdown of the entries logged since the last call:
+/// `breakdown(id, busy)` looks a command up. The lookups run without the
+/// lock, so slow commands are not dropped while the kernel is asked.
+pub(crate) fn annotate(mut breakdown: impl FnMut(u64, Duration) -> Option<KernelBreakdown>) {
+    let fresh: Vec<(u64, Duration)> = {
+        let mut ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
+        let new = usize::try_from(ring.logged - ring.annotated).unwrap_or(usize::MAX);
+        ring.annotated = ring.logged;
+        ring.entries
+            .iter()
+            .rev()
+            .take(new)
+            .map(|e| (e.id, e.busy))
+            .collect()
+    };
+    let found: Vec<(u64, KernelBreakdown)> = fresh
+        .into_iter()
+        .filter_map(|(id, busy)| Some((id, breakdown(id, busy)?)))
+        .collect();
+    if found.is_empty() {
+        return;
+    }
+    let mut ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
+    for entry in ring.entries.iter_mut() {
+        if let Some((_, kernel)) = found.iter().find(|(id, _)| *id == entry.id) {
+            entry.kernel = Some(*kernel);
+        }
+    }
 }
 
 /// The log now, newest first.

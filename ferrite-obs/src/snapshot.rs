@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::histogram::Histogram;
-use crate::slowlog::{self, SlowLog};
+use crate::kernel::{Kernel, KernelSnapshot};
+use crate::slowlog::{self, KernelBreakdown, SlowLog};
 use crate::stats::{SiteStats, sites};
 
 /// Everything the collector knows at one rollup. Published whole; readers
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub slowlog: SlowLog,
     /// What the instrumentation cost the host.
     pub instrumentation: InstrumentationCost,
+    /// The kernel view's figures, when it runs (see [`crate::kernel`]).
+    pub kernel: Option<KernelSnapshot>,
 }
 
 /// The time the instrumentation costs the host, estimated as calls times the
@@ -104,6 +107,7 @@ impl Snapshot {
             collector: CollectorCost::default(),
             slowlog: SlowLog::default(),
             instrumentation: InstrumentationCost::default(),
+            kernel: None,
         }
     }
 
@@ -116,6 +120,7 @@ impl Snapshot {
 /// Makes snapshots: remembers each site's previous reading.
 #[derive(Debug)]
 pub(crate) struct Rollup {
+    kernel: Kernel,
     previous: HashMap<usize, SiteStats>,
     last: Instant,
     sequence: u64,
@@ -124,9 +129,11 @@ pub(crate) struct Rollup {
 }
 
 impl Rollup {
-    /// `per_call_ns`: what a recorded call costs on this machine.
-    pub(crate) fn new(per_call_ns: f64) -> Rollup {
+    /// `per_call_ns`: what a recorded call costs on this machine; `kernel`:
+    /// the kernel view to fold in (loaded or not).
+    pub(crate) fn new(per_call_ns: f64, kernel: Kernel) -> Rollup {
         Rollup {
+            kernel,
             previous: HashMap::new(),
             last: Instant::now(),
             sequence: 0,
@@ -146,7 +153,7 @@ impl Rollup {
         self.last = started;
         let seconds = interval.as_secs_f64();
         let mut interval_calls = 0u64;
-        let sites = sites()
+        let sites: Vec<SiteSnapshot> = sites()
             .into_iter()
             .map(|total| {
                 let interval = match self.previous.get(&total.id) {
@@ -160,6 +167,23 @@ impl Rollup {
                 SiteSnapshot { total, interval }
             })
             .collect();
+        let names: HashMap<u32, &'static str> = sites
+            .iter()
+            .filter(|s| s.total.is_command)
+            .map(|s| (s.total.id as u32 + 1, s.total.name))
+            .collect();
+        let kernel = self.kernel.read(&|kind| names.get(&kind).copied());
+        if kernel.is_some() {
+            slowlog::annotate(|id, busy| {
+                let figures = self.kernel.command(id)?;
+                let off_cpu = figures.blocked + figures.preempted;
+                Some(KernelBreakdown {
+                    io_wait: figures.io_wait,
+                    off_cpu,
+                    on_cpu: busy.saturating_sub(off_cpu),
+                })
+            });
+        }
         self.sequence += 1;
         let added = Duration::from_secs_f64(
             (interval_calls as f64 * self.instrumentation.per_call_ns / 1e9).min(1e9),
@@ -178,7 +202,13 @@ impl Rollup {
             collector: self.cost,
             slowlog: slowlog::read(),
             instrumentation: self.instrumentation,
+            kernel,
         }
+    }
+
+    /// Detaches the kernel view's programs and frees its maps.
+    pub(crate) fn unload_kernel(&mut self) {
+        self.kernel.unload();
     }
 }
 

@@ -53,6 +53,23 @@ impl Future for YieldN {
 }
 
 #[test]
+fn bodies_that_mutate_their_arguments_compile() {
+    #[probe(skip_all)]
+    fn append(out: &mut Vec<u64>, value: u64) {
+        out.push(value);
+    }
+
+    // Compiling is most of the test: both paths move the body closure.
+    // (Recording stays on: other tests of this binary run meanwhile.)
+    ferrite_obs::set_recording(true);
+    let mut out = Vec::new();
+    append(&mut out, 1);
+    append(&mut out, 2);
+    assert_eq!(out, [1, 2]);
+    assert_eq!(site("append").calls, 2);
+}
+
+#[test]
 fn sync_calls_and_errors_are_exact() {
     ferrite_obs::set_recording(true);
 

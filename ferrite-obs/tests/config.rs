@@ -57,6 +57,7 @@ fn every_key_is_read() {
         inflight_entries = 8192
         histogram_entries = 128
         ring_buffer_bytes = 65536
+        blocking_threshold = "250us"
         "#,
     )
     .unwrap();
@@ -74,6 +75,7 @@ fn every_key_is_read() {
                 inflight_entries: 8192,
                 histogram_entries: 128,
                 ring_buffer_bytes: 65536,
+                blocking_threshold: Duration::from_micros(250),
             },
         }
     );
@@ -106,7 +108,7 @@ fn error_messages_name_the_key_the_value_and_what_is_accepted() {
         ),
         (
             "[observability.ebpf]\nenable = true",
-            "unknown key `ebpf.enable` in [observability]: did you mean `ebpf.enabled`?; valid keys: enabled, inflight_entries, histogram_entries, ring_buffer_bytes",
+            "unknown key `ebpf.enable` in [observability]: did you mean `ebpf.enabled`?; valid keys: enabled, inflight_entries, histogram_entries, ring_buffer_bytes, blocking_threshold",
         ),
         (
             "[observability]\nfrobnicate = 1",
@@ -232,13 +234,17 @@ fn config() -> impl Strategy<Value = Config> {
         1024u32..=4_194_304,
         64u32..=65_536,
         12u32..=28,
+        duration(10_000, 60_000_000_000),
     )
         .prop_map(
-            |(enabled, inflight_entries, histogram_entries, shift)| EbpfConfig {
-                enabled,
-                inflight_entries,
-                histogram_entries,
-                ring_buffer_bytes: 1 << shift,
+            |(enabled, inflight_entries, histogram_entries, shift, blocking_threshold)| {
+                EbpfConfig {
+                    enabled,
+                    inflight_entries,
+                    histogram_entries,
+                    ring_buffer_bytes: 1 << shift,
+                    blocking_threshold,
+                }
             },
         );
     (

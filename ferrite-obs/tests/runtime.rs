@@ -434,6 +434,16 @@ fn slow_commands_are_logged_newest_first_in_a_bounded_ring() {
     assert_eq!(json["entries"][0]["command"], "SLOW_ASYNC");
     assert_eq!(json["entries"][1]["id"], ids[3]);
     assert!(json["entries"][1]["duration_ns"].as_u64().unwrap() >= 25_000_000);
-    assert!(json["entries"][1]["kernel"].is_null());
+    // With the kernel view, a sleeping command's time is off-CPU; without
+    // it there is no breakdown, rather than a made-up one.
+    let kernel = &json["entries"][1]["kernel"];
+    if handle.status().kernel.is_active() {
+        let off_cpu = kernel["off_cpu_ns"].as_u64().expect("a breakdown");
+        let on_cpu = kernel["on_cpu_ns"].as_u64().unwrap();
+        assert!(off_cpu >= 25_000_000, "the sleep is off-CPU: {kernel}");
+        assert!(on_cpu < off_cpu, "most of a sleep is not on the CPU: {kernel}");
+    } else {
+        assert!(kernel.is_null(), "{kernel}");
+    }
     shutdown(handle);
 }

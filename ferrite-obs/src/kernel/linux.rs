@@ -1,0 +1,494 @@
+//! The kernel view on Linux: loads `ferrite-obs-bpf`'s programs with aya,
+//! attaches them, reads their maps at every rollup and detaches them at
+//! shutdown.
+
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::TracePoint;
+use aya::programs::trace_point::TracePointLinkId;
+use aya::{Ebpf, EbpfLoader};
+use ferrite_obs_bpf::{
+    CommandFigures, Counter, Event, EventType, IoKey, IoStats, OffCpu, opcode_name,
+};
+
+use super::{
+    CommandKernelFigures, IoFigures, KernelCounters, KernelEvent, KernelEventKind, KernelSnapshot,
+    KernelStatus, LoadStep, OffCpuFigures, RECENT_EVENTS,
+};
+use crate::config::Config;
+
+/// Every program and the tracepoint it attaches to.
+const PROGRAMS: [(&str, &str, &str); 7] = [
+    ("fo_submit", "io_uring", "io_uring_submit_req"),
+    ("fo_complete", "io_uring", "io_uring_complete"),
+    ("fo_punt", "io_uring", "io_uring_queue_async_work"),
+    ("fo_failed", "io_uring", "io_uring_req_failed"),
+    ("fo_short_write", "io_uring", "io_uring_short_write"),
+    ("fo_cqe_overflow", "io_uring", "io_uring_cqe_overflow"),
+    ("fo_switch", "sched", "sched_switch"),
+];
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// The kernel view of this process: loaded, or why not.
+#[derive(Debug)]
+pub(crate) struct Kernel {
+    status: KernelStatus,
+    loaded: Option<Loaded>,
+}
+
+struct Loaded {
+    ebpf: Ebpf,
+    links: Vec<(&'static str, TracePointLinkId)>,
+    io_stats: PerCpuHashMap<MapData, IoKey, IoStats>,
+    offcpu: PerCpuHashMap<MapData, u32, OffCpu>,
+    counters: PerCpuArray<MapData, u64>,
+    commands: HashMap<MapData, u64, CommandFigures>,
+    events: RingBuf<MapData>,
+    recent: VecDeque<KernelEvent>,
+    events_received: u64,
+    events_malformed: u64,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("links", &self.links.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failed step: what it was, what was said, and what fixes it.
+struct Failure {
+    step: LoadStep,
+    error: String,
+    fix: String,
+}
+
+impl Kernel {
+    /// Loads and attaches the programs for this process, as `config` says.
+    /// Never fails: a failure is the returned view's status.
+    pub(crate) fn load(config: &Config) -> Kernel {
+        if !config.ebpf.enabled {
+            return Kernel {
+                status: KernelStatus::Off,
+                loaded: None,
+            };
+        }
+        match load(config) {
+            Ok(loaded) => Kernel {
+                status: KernelStatus::Active {
+                    attached: PROGRAMS
+                        .iter()
+                        .map(|(_, category, name)| format!("{category}/{name}"))
+                        .collect(),
+                },
+                loaded: Some(loaded),
+            },
+            Err(Failure { step, error, fix }) => Kernel {
+                status: KernelStatus::Degraded { step, error, fix },
+                loaded: None,
+            },
+        }
+    }
+
+    pub(crate) fn status(&self) -> KernelStatus {
+        self.status.clone()
+    }
+
+    /// Everything measured so far; `None` when not loaded. `name` maps a
+    /// command kind to its probe name.
+    pub(crate) fn read(
+        &mut self,
+        name: &dyn Fn(u32) -> Option<&'static str>,
+    ) -> Option<KernelSnapshot> {
+        let loaded = self.loaded.as_mut()?;
+        loaded.drain_events(name);
+        Some(KernelSnapshot {
+            counters: loaded.counters(),
+            io: loaded.io(name),
+            off_cpu: loaded.off_cpu(name),
+            recent_events: loaded.recent.iter().cloned().collect(),
+            events_received: loaded.events_received,
+            events_malformed: loaded.events_malformed,
+        })
+    }
+
+    /// The kernel's figures of one command invocation, while it is still in
+    /// the (LRU) map.
+    pub(crate) fn command(&self, id: u64) -> Option<CommandKernelFigures> {
+        let figures: CommandFigures = self.loaded.as_ref()?.commands.get(&id, 0).ok()?;
+        Some(CommandKernelFigures {
+            io_wait: Duration::from_nanos(figures.io_ns),
+            blocked: Duration::from_nanos(figures.blocked_ns),
+            preempted: Duration::from_nanos(figures.preempted_ns),
+        })
+    }
+
+    /// Detaches every program and frees every map.
+    pub(crate) fn unload(&mut self) {
+        if let Some(mut loaded) = self.loaded.take() {
+            super::threads::uninstall();
+            for (program, link) in loaded.links.drain(..) {
+                if let Some(Ok(tracepoint)) = loaded
+                    .ebpf
+                    .program_mut(program)
+                    .map(<&mut TracePoint>::try_from)
+                {
+                    let _ = tracepoint.detach(link);
+                }
+            }
+            // Dropping the object unloads the programs and closes the maps.
+            drop(loaded);
+        }
+        if self.status.is_active() {
+            self.status = KernelStatus::Off;
+        }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.unload();
+    }
+}
+
+fn load(config: &Config) -> Result<Loaded, Failure> {
+    ensure_tracefs()?;
+    let tgid = std::process::id();
+    let slow_io_ns = u64::try_from(config.slow_threshold.as_nanos()).unwrap_or(u64::MAX);
+    let block_ns = u64::try_from(config.ebpf.blocking_threshold.as_nanos()).unwrap_or(u64::MAX);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("target_tgid", &tgid, true)
+        .override_global("slow_io_ns", &slow_io_ns, true)
+        .override_global("block_threshold_ns", &block_ns, true)
+        .map_max_entries("inflight", config.ebpf.inflight_entries)
+        .map_max_entries("io_stats", config.ebpf.histogram_entries)
+        .map_max_entries("events", config.ebpf.ring_buffer_bytes)
+        .load(ferrite_obs_bpf::object())
+        .map_err(|e| failure(LoadStep::CreateMaps, &e))?;
+
+    for (program, _, _) in PROGRAMS {
+        tracepoint(&mut ebpf, program)?
+            .load()
+            .map_err(|e| failure(LoadStep::LoadProgram, &e))?;
+    }
+    let mut links = Vec::with_capacity(PROGRAMS.len());
+    for (program, category, name) in PROGRAMS {
+        let link = tracepoint(&mut ebpf, program)?
+            .attach(category, name)
+            .map_err(|e| failure(LoadStep::Attach, &e))?;
+        links.push((program, link));
+    }
+
+    let threads_map = take(&mut ebpf, "threads")?;
+    let threads_fd = duplicate(&threads_map)?;
+    let loaded = Loaded {
+        io_stats: map(&mut ebpf, "io_stats")?,
+        offcpu: map(&mut ebpf, "offcpu")?,
+        counters: map(&mut ebpf, "counters")?,
+        commands: map(&mut ebpf, "commands")?,
+        events: map(&mut ebpf, "events")?,
+        ebpf,
+        links,
+        recent: VecDeque::with_capacity(RECENT_EVENTS),
+        events_received: 0,
+        events_malformed: 0,
+    };
+    drop(threads_map);
+    super::threads::install(threads_fd);
+    Ok(loaded)
+}
+
+fn tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut TracePoint, Failure> {
+    ebpf.program_mut(program)
+        .and_then(|p| <&mut TracePoint>::try_from(p).ok())
+        .ok_or_else(|| Failure {
+            step: LoadStep::LoadProgram,
+            error: format!("the embedded object has no tracepoint program `{program}`"),
+            fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
+        })
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, Failure> {
+    ebpf.take_map(name).ok_or_else(|| Failure {
+        step: LoadStep::CreateMaps,
+        error: format!("the embedded object has no map `{name}`"),
+        fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
+    })
+}
+
+fn map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, Failure>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    T::try_from(take(ebpf, name)?).map_err(|e| failure(LoadStep::CreateMaps, &e))
+}
+
+/// A descriptor of the `threads` map of its own, for thread registration.
+fn duplicate(map: &aya::maps::Map) -> Result<OwnedFd, Failure> {
+    let aya::maps::Map::LruHashMap(data) = map else {
+        return Err(Failure {
+            step: LoadStep::CreateMaps,
+            error: "map `threads` is not an LRU hash".to_owned(),
+            fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
+        });
+    };
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| failure(LoadStep::CreateMaps, &e))
+}
+
+/// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted.
+fn ensure_tracefs() -> Result<(), Failure> {
+    let mounted = |path: &str| Path::new(path).join("events").is_dir();
+    if mounted(TRACEFS) || mounted("/sys/kernel/debug/tracing") {
+        return Ok(());
+    }
+    match std::fs::read_dir(TRACEFS) {
+        // Unreadable: the attach step names the missing capability.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Failure {
+                step: LoadStep::Tracefs,
+                error: format!("{TRACEFS} does not exist"),
+                fix: "the kernel needs CONFIG_TRACING (tracefs) for tracepoints".to_owned(),
+            });
+        }
+        _ => {}
+    }
+    let mount = c"/sys/kernel/tracing";
+    let fs = c"tracefs";
+    // SAFETY: every pointer is a valid NUL-terminated string or null.
+    let result = unsafe {
+        libc::mount(
+            fs.as_ptr(),
+            mount.as_ptr(),
+            fs.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if result == 0 && mounted(TRACEFS) {
+        return Ok(());
+    }
+    Err(Failure {
+        step: LoadStep::Tracefs,
+        error: format!(
+            "tracefs is not mounted at {TRACEFS} and mounting it failed: {}",
+            io::Error::last_os_error()
+        ),
+        fix: format!(
+            "mount it (`mount -t tracefs tracefs {TRACEFS}`), or give the server CAP_SYS_ADMIN to mount it itself"
+        ),
+    })
+}
+
+/// A failed step, with the fix that the error and the process's
+/// capabilities point to.
+fn failure(step: LoadStep, error: &(dyn StdError + 'static)) -> Failure {
+    let mut message = error.to_string();
+    let mut errno = None;
+    let mut source = error.source();
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            errno = errno.or(io.raw_os_error());
+        }
+        cause = e.source();
+    }
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = e.source();
+    }
+    // The verifier log can run to thousands of lines: keep its start.
+    if message.len() > 2000 {
+        let mut end = 2000;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(" ...");
+    }
+    let missing = missing_capabilities();
+    let grant = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; this process lacks {}: run as root, or grant them (`setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep BINARY`, or AmbientCapabilities= in a systemd unit)",
+            missing.join(", ")
+        )
+    };
+    let permission = matches!(errno, Some(libc::EPERM | libc::EACCES));
+    let fix = match step {
+        LoadStep::CreateMaps if permission => {
+            format!("creating BPF maps needs CAP_BPF (kernel.unprivileged_bpf_disabled forbids it otherwise){grant}")
+        }
+        LoadStep::LoadProgram if permission => {
+            format!("loading tracing programs needs CAP_PERFMON and CAP_BPF{grant}")
+        }
+        LoadStep::Attach if permission || message.contains("tracefs") => {
+            format!("attaching to tracepoints needs read access to tracefs ({TRACEFS}): CAP_DAC_READ_SEARCH{grant}")
+        }
+        LoadStep::Attach if errno == Some(libc::ENOENT) => {
+            "this kernel lacks one of the tracepoints (io_uring tracepoints need Linux 5.5 or later, built with CONFIG_IO_URING)".to_owned()
+        }
+        LoadStep::CreateMaps | LoadStep::LoadProgram => format!(
+            "the kernel rejected the programs: they need Linux 5.8 or later with BTF (/sys/kernel/btf/vmlinux) and ring buffers{grant}"
+        ),
+        _ => format!("see the error{grant}"),
+    };
+    Failure {
+        step,
+        error: message,
+        fix,
+    }
+}
+
+/// The capabilities the kernel view needs that this process lacks.
+fn missing_capabilities() -> Vec<&'static str> {
+    const NEEDED: [(u32, &str); 3] = [
+        (39, "CAP_BPF"),
+        (38, "CAP_PERFMON"),
+        (2, "CAP_DAC_READ_SEARCH"),
+    ];
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Vec::new();
+    };
+    let Some(effective) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return Vec::new();
+    };
+    NEEDED
+        .iter()
+        .filter(|(bit, _)| effective & (1 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+impl Loaded {
+    fn counters(&self) -> KernelCounters {
+        let sum = |counter: Counter| -> u64 {
+            self.counters
+                .get(&(counter as u32), 0)
+                .map(|values| values.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
+                .unwrap_or(0)
+        };
+        KernelCounters {
+            submitted: sum(Counter::Submitted),
+            attributed: sum(Counter::Attributed),
+            unattributed: sum(Counter::Unattributed),
+            slot_mismatches: sum(Counter::SlotMismatch),
+            stale_slots: sum(Counter::StaleSlots),
+            completed: sum(Counter::Completed),
+            punted: sum(Counter::Punted),
+            failed: sum(Counter::Failed),
+            short_writes: sum(Counter::ShortWrites),
+            cqe_overflows: sum(Counter::CqeOverflows),
+            events_dropped: sum(Counter::EventsDropped),
+            read_faults: sum(Counter::ReadFaults),
+            inflight_full: sum(Counter::InflightFull),
+            stats_full: sum(Counter::StatsFull),
+            switch_outs: sum(Counter::SwitchOuts),
+            switch_ins: sum(Counter::SwitchIns),
+        }
+    }
+
+    fn io(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<IoFigures> {
+        let mut io: Vec<IoFigures> = self
+            .io_stats
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let mut total = IoStats::default();
+                for cpu in per_cpu.iter() {
+                    total.add(cpu);
+                }
+                IoFigures {
+                    command: if key.kind == 0 { None } else { name(key.kind) },
+                    opcode: key.opcode,
+                    opcode_name: opcode_name(key.opcode)
+                        .map_or_else(|| format!("op{}", key.opcode), str::to_owned),
+                    ops: total.ops,
+                    errors: total.errors,
+                    bytes: total.bytes,
+                    punts: total.punts,
+                    latency_sum: Duration::from_nanos(total.latency_ns),
+                    buckets: total.buckets.to_vec(),
+                }
+            })
+            .collect();
+        io.sort_by(|a, b| (a.command, a.opcode).cmp(&(b.command, b.opcode)));
+        io
+    }
+
+    fn off_cpu(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<OffCpuFigures> {
+        let mut off: Vec<OffCpuFigures> = self
+            .offcpu
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(kind, per_cpu)| {
+                let mut total = OffCpu::default();
+                for cpu in per_cpu.iter() {
+                    total.add(cpu);
+                }
+                OffCpuFigures {
+                    command: name(kind),
+                    blocked: Duration::from_nanos(total.blocked_ns),
+                    preempted: Duration::from_nanos(total.preempted_ns),
+                    switches: total.switches,
+                    long_blocks: total.long_blocks,
+                }
+            })
+            .collect();
+        off.sort_by(|a, b| a.command.cmp(&b.command));
+        off
+    }
+
+    /// Reads every waiting outlier record, keeping the latest.
+    fn drain_events(&mut self, name: &dyn Fn(u32) -> Option<&'static str>) {
+        while let Some(record) = self.events.next() {
+            self.events_received += 1;
+            let Ok(event) = Event::decode(&record) else {
+                self.events_malformed += 1;
+                continue;
+            };
+            let raw = event.raw;
+            let kind = match event.what {
+                EventType::SlowIo => KernelEventKind::SlowIo,
+                EventType::FailedIo => KernelEventKind::FailedIo,
+                EventType::BlockedPoll => KernelEventKind::BlockedPoll,
+            };
+            let is_io = kind != KernelEventKind::BlockedPoll;
+            if self.recent.len() == RECENT_EVENTS {
+                self.recent.pop_back();
+            }
+            self.recent.push_front(KernelEvent {
+                kind,
+                tid: raw.tid,
+                command_id: raw.command,
+                command: if raw.kind == 0 { None } else { name(raw.kind) },
+                duration: Duration::from_nanos(raw.duration_ns),
+                opcode: is_io.then(|| {
+                    opcode_name(raw.opcode)
+                        .map_or_else(|| format!("op{}", raw.opcode), str::to_owned)
+                }),
+                result: is_io.then_some(raw.res),
+            });
+        }
+    }
+}

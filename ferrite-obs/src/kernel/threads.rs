@@ -1,0 +1,223 @@
+//! Per-thread attribution state the kernel programs read: each thread's slot
+//! table (user_data -> command, written by [`tag`]) and its current-command
+//! cell, registered by address in the `threads` map.
+//!
+//! Protocol. While a kernel view is loaded, [`GENERATION`] holds its non-zero
+//! generation and [`REGISTRAR`] the descriptor of its `threads` map. A thread
+//! registers itself (one `bpf(BPF_MAP_UPDATE_ELEM)`) the first time it enters
+//! a command's poll or tags an SQE under a generation, and notes that
+//! generation, so the hot path is one relaxed load and a compare. The
+//! registrar is an `Arc` loaded through arc-swap, so a thread registering
+//! while the view unloads uses a descriptor that stays open until it is done
+//! (and then updates a map nobody reads). At thread exit the state's
+//! destructor removes the registration before freeing the table, so the
+//! programs never read freed memory through a live registration.
+//!
+//! Only the owning thread writes its table and its cell, and the programs
+//! read them from that thread's own context (its io_uring_enter, its
+//! switch-out), after the writes in program order: no synchronisation is
+//! needed beyond the syscall boundary.
+
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use ferrite_obs_bpf::{SLOTS, Slot, ThreadRegistration};
+
+/// The generation of the loaded kernel view; 0 while none is loaded.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// The `threads` map of the loaded kernel view.
+static REGISTRAR: ArcSwapOption<Registrar> = ArcSwapOption::const_empty();
+/// Each thread's slot sequence starts at its own base: `seq` must increase
+/// across the threads that may use one ring in turn (see `fo_slot`).
+static NEXT_SEQ_BASE: AtomicU64 = AtomicU64::new(1 << 40);
+
+#[derive(Debug)]
+struct Registrar {
+    threads_map: OwnedFd,
+}
+
+/// Starts registering threads into `threads_map`; returns the generation.
+pub(super) fn install(threads_map: OwnedFd) -> u64 {
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    REGISTRAR.store(Some(Arc::new(Registrar { threads_map })));
+    GENERATION.store(generation, Ordering::Release);
+    generation
+}
+
+/// Stops registering threads and closes the map (once no thread is using it).
+pub(super) fn uninstall() {
+    GENERATION.store(0, Ordering::Release);
+    REGISTRAR.store(None);
+}
+
+/// A thread's attribution state.
+struct ThreadState {
+    /// The generation this thread registered under; 0: none.
+    registered: Cell<u64>,
+    /// Whether the registration includes the slot table.
+    registered_slots: Cell<bool>,
+    /// The slot table, allocated on the first tag; null until then.
+    slots: Cell<*mut [Slot; SLOTS]>,
+    /// The sequence number of the next slot written.
+    seq: Cell<u64>,
+}
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            registered: Cell::new(0),
+            registered_slots: Cell::new(false),
+            slots: Cell::new(std::ptr::null_mut()),
+            seq: Cell::new(0),
+        }
+    };
+}
+
+/// On a thread entering a command's poll: register it if it is not yet.
+#[inline(always)]
+pub(super) fn enter_command() {
+    let generation = GENERATION.load(Ordering::Relaxed);
+    if generation != 0 {
+        let _ = THREAD.try_with(|state| {
+            if state.registered.get() != generation {
+                state.register(generation);
+            }
+        });
+    }
+}
+
+/// Writes the slot of `user_data` with the thread's current command.
+#[inline]
+pub(super) fn tag(user_data: u64) {
+    let generation = GENERATION.load(Ordering::Relaxed);
+    if generation == 0 {
+        return;
+    }
+    let (command, kind) = crate::command::current_with_kind();
+    let _ = THREAD.try_with(|state| {
+        let table = state.table();
+        if state.registered.get() != generation || !state.registered_slots.get() {
+            state.register(generation);
+        }
+        let seq = state.seq.get();
+        state.seq.set(seq + 1);
+        // SAFETY: `table` is this thread's own allocation, alive until the
+        // thread-local is destroyed, and only this thread touches it here.
+        let slot = unsafe { &mut (*table)[(user_data as usize) & (SLOTS - 1)] };
+        *slot = Slot {
+            user_data,
+            command,
+            seq,
+            kind,
+            _pad: 0,
+        };
+    });
+}
+
+impl ThreadState {
+    /// The slot table, allocated on first use.
+    fn table(&self) -> *mut [Slot; SLOTS] {
+        let table = self.slots.get();
+        if !table.is_null() {
+            return table;
+        }
+        let table = Box::into_raw(Box::new([Slot::default(); SLOTS]));
+        self.slots.set(table);
+        self.seq
+            .set(NEXT_SEQ_BASE.fetch_add(1 << 40, Ordering::Relaxed));
+        table
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn register(&self, generation: u64) {
+        let Some(registrar) = REGISTRAR.load_full() else {
+            return;
+        };
+        let registration = ThreadRegistration {
+            slots: self.slots.get() as u64,
+            current: crate::command::current_cell_address(),
+        };
+        // A failed update (map full) leaves the thread unregistered: its
+        // requests count as unattributed, and the next poll tries again.
+        if update(&registrar.threads_map, gettid(), &registration) {
+            self.registered.set(generation);
+            self.registered_slots.set(registration.slots != 0);
+        }
+    }
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        if self.registered.get() != 0
+            && let Some(registrar) = REGISTRAR.load_full()
+        {
+            delete(&registrar.threads_map, gettid());
+        }
+        let table = self.slots.replace(std::ptr::null_mut());
+        if !table.is_null() {
+            // SAFETY: allocated by `Box::into_raw` in `table`, freed once.
+            drop(unsafe { Box::from_raw(table) });
+        }
+    }
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    tid as u32
+}
+
+/// `union bpf_attr` for the map element commands.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+
+fn update(map: &OwnedFd, tid: u32, value: &ThreadRegistration) -> bool {
+    let attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(&tid) as u64,
+        value: std::ptr::from_ref(value) as u64,
+        flags: 0, // BPF_ANY
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &attr)
+}
+
+fn delete(map: &OwnedFd, tid: u32) {
+    let attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(&tid) as u64,
+        value: 0,
+        flags: 0,
+    };
+    bpf(BPF_MAP_DELETE_ELEM, &attr);
+}
+
+fn bpf(command: libc::c_long, attr: &ElemAttr) -> bool {
+    // SAFETY: `attr` is a valid bpf_attr prefix for the element commands,
+    // its key and value point at live values of the map's sizes, and the
+    // size passed is the struct's.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            std::ptr::from_ref(attr),
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    result == 0
+}

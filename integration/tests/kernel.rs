@@ -1,0 +1,506 @@
+//! The kernel view against the real kernel: io_uring requests attributed to
+//! the commands that issued them, exactly; another process's requests not
+//! counted; off-CPU time charged to the command that blocked; a clear status
+//! when unprivileged; nothing left in the kernel after shutdown.
+//!
+//! Loading eBPF needs root (or CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH);
+//! without it these tests say so and skip, unless
+//! `FERRITE_OBS_REQUIRE_KERNEL=1` (set by the test command) makes that a
+//! failure.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ferrite_obs::kernel::{KernelEventKind, KernelSnapshot, KernelStatus, tag_sqe};
+use ferrite_obs::{Config, Handle, probe};
+use io_uring::{IoUring, opcode, squeue, types};
+
+/// One runtime per process: the tests take turns.
+static RUNTIME: Mutex<()> = Mutex::new(());
+
+const OP_NOP: u32 = 0;
+const OP_FSYNC: u32 = 3;
+const OP_READ: u32 = 22;
+const OP_WRITE: u32 = 23;
+
+fn config() -> Config {
+    let mut config = Config {
+        enabled: true,
+        endpoint: None,
+        rollup_interval: Duration::from_millis(20),
+        ..Config::default()
+    };
+    config.ebpf.enabled = true;
+    config.ebpf.blocking_threshold = Duration::from_millis(1);
+    config
+}
+
+/// Starts the runtime with the kernel view; `None` (after saying why) when
+/// the kernel view cannot run here and the environment allows a skip.
+fn start(test: &str) -> Option<Handle> {
+    let handle = ferrite_obs::start(config()).expect("the runtime starts");
+    match handle.status().kernel {
+        KernelStatus::Active { .. } => Some(handle),
+        other => {
+            drop(handle);
+            if std::env::var_os("FERRITE_OBS_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+                panic!(
+                    "{test}: the kernel view is not active ({other}), and FERRITE_OBS_REQUIRE_KERNEL=1 requires it"
+                );
+            }
+            eprintln!("SKIPPED {test}: the kernel view is not active: {other}");
+            None
+        }
+    }
+}
+
+/// Waits until the published kernel figures satisfy `done`.
+fn wait_for(handle: &Handle, what: &str, done: impl Fn(&KernelSnapshot) -> bool) -> KernelSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = handle.snapshot();
+        if let Some(kernel) = &snapshot.kernel
+            && done(kernel)
+        {
+            return kernel.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last kernel figures: {:#?}",
+            snapshot.kernel
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `(command, opcode) -> ops` of the io figures.
+fn ops_by_command(kernel: &KernelSnapshot) -> BTreeMap<(Option<&'static str>, u32), u64> {
+    kernel
+        .io
+        .iter()
+        .map(|io| ((io.command, io.opcode), io.ops))
+        .collect()
+}
+
+/// A thread's ring, file and buffers, pushing SQEs with reused user_data
+/// values the way a slab-indexed runtime does.
+struct Worker {
+    ring: IoUring,
+    file: std::fs::File,
+    buffers: Vec<Vec<u8>>,
+    next_buffer: usize,
+    next_user_data: u64,
+    pushed: usize,
+}
+
+impl Worker {
+    fn new(dir: &std::path::Path, index: usize) -> Worker {
+        let path = dir.join(format!("worker-{index}"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        file.set_len(1 << 20).unwrap();
+        Worker {
+            ring: IoUring::new(128).unwrap(),
+            file,
+            buffers: vec![vec![7u8; 4096]; 64],
+            next_buffer: 0,
+            next_user_data: 0,
+            pushed: 0,
+        }
+    }
+
+    /// Pushes one SQE; `tag` says whether to tag it (inside or outside a
+    /// command), as a host that builds its own SQEs does.
+    fn push(&mut self, entry: squeue::Entry, tag: bool) {
+        // user_data cycles through 1..=100: slots are reused batch after batch.
+        let user_data = 1 + self.next_user_data % 100;
+        self.next_user_data += 1;
+        // SAFETY: every buffer the entry points to is owned by `self` and
+        // outlives the request (each batch completes before the next).
+        unsafe { self.ring.submission().push(&entry.user_data(user_data)) }
+            .expect("a batch fits the ring");
+        if tag {
+            tag_sqe(user_data);
+        }
+        self.pushed += 1;
+    }
+
+    fn buffer(&mut self) -> *mut u8 {
+        let index = self.next_buffer % self.buffers.len();
+        let buffer = self.buffers[index].as_mut_ptr();
+        self.next_buffer += 1;
+        buffer
+    }
+
+    fn read(&mut self, block: u64) {
+        let fd = types::Fd(self.file.as_raw_fd());
+        let buffer = self.buffer();
+        self.push(
+            opcode::Read::new(fd, buffer, 4096)
+                .offset(block * 4096)
+                .build(),
+            true,
+        );
+    }
+
+    fn write(&mut self, block: u64) {
+        let fd = types::Fd(self.file.as_raw_fd());
+        let buffer = self.buffer();
+        self.push(
+            opcode::Write::new(fd, buffer, 4096)
+                .offset(block * 4096)
+                .build(),
+            true,
+        );
+    }
+
+    fn fsync(&mut self) {
+        let fd = types::Fd(self.file.as_raw_fd());
+        self.push(opcode::Fsync::new(fd).build(), true);
+    }
+
+    /// Enters the ring for every pushed SQE, outside any command (as
+    /// tokio-uring does when its thread parks), and reaps the completions.
+    fn submit_all(&mut self) {
+        let pushed = std::mem::take(&mut self.pushed);
+        self.ring.submit_and_wait(pushed).unwrap();
+        let mut reaped = self.ring.completion().count();
+        while reaped < pushed {
+            self.ring.submit_and_wait(pushed - reaped).unwrap();
+            reaped += self.ring.completion().count();
+        }
+        self.next_buffer = 0;
+    }
+}
+
+#[probe(command, name = "READ3", skip_all)]
+fn read3(worker: &mut Worker, n: u64) {
+    for i in 0..3 {
+        worker.read((n * 3 + i) % 256);
+    }
+}
+
+#[probe(command, name = "WRITE2_FSYNC", skip_all)]
+fn write2_fsync(worker: &mut Worker, n: u64) {
+    worker.write(n % 256);
+    worker.write(n % 256 + 1);
+    worker.fsync();
+}
+
+#[probe(command, name = "MIXED", skip_all)]
+fn mixed(worker: &mut Worker, n: u64) {
+    worker.read(n % 256);
+    worker.write(n % 256 + 2);
+    worker.fsync();
+}
+
+#[test]
+fn io_uring_requests_are_attributed_to_their_commands_exactly() {
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(handle) = start("io_uring_requests_are_attributed_to_their_commands_exactly") else {
+        return;
+    };
+    let before = handle.snapshot().kernel.clone().unwrap_or_default();
+
+    // Another process's io_uring requests at the same time.
+    let mut other = Command::new(env!("CARGO_BIN_EXE_uring-load"))
+        .arg("20000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("uring-load starts");
+    let mut other_out = BufReader::new(other.stdout.take().unwrap());
+    let mut line = String::new();
+    other_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "started");
+
+    const THREADS: usize = 4;
+    const BATCHES: u64 = 50;
+    let dir = std::env::temp_dir().join(format!("ferrite-obs-kernel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut worker = Worker::new(&dir, t);
+                for batch in 0..BATCHES {
+                    // Eight commands in flight together, interleaved with
+                    // requests outside any command: one tagged as such, one
+                    // never tagged.
+                    for c in 0..8 {
+                        let n = batch * 8 + c;
+                        match c % 3 {
+                            0 => read3(&mut worker, n),
+                            1 => write2_fsync(&mut worker, n),
+                            _ => mixed(&mut worker, n),
+                        }
+                        if c == 3 {
+                            worker.push(opcode::Nop::new().build(), true);
+                            worker.push(opcode::Nop::new().build(), false);
+                        }
+                    }
+                    worker.submit_all();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    line.clear();
+    other_out.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "done 20000",
+        "the other process did its requests"
+    );
+    other.wait().unwrap();
+
+    // Per thread and batch: commands 0, 3, 6 are READ3; 1, 4, 7 WRITE2_FSYNC;
+    // 2, 5 MIXED.
+    let runs = (THREADS as u64) * BATCHES;
+    let (read3s, writes, mixeds) = (3 * runs, 3 * runs, 2 * runs);
+    let nops = 2 * runs;
+    let total = 3 * read3s + 3 * writes + 3 * mixeds + nops;
+    let kernel = wait_for(&handle, "every completion", |k| {
+        k.counters.completed - before.counters.completed >= total
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let counters = kernel.counters;
+    assert_eq!(
+        counters.submitted - before.counters.submitted,
+        total,
+        "exactly this process's requests are counted (the other process did 20000)"
+    );
+    assert_eq!(counters.completed - before.counters.completed, total);
+    assert_eq!(
+        counters.attributed - before.counters.attributed,
+        total - nops
+    );
+    assert_eq!(counters.unattributed - before.counters.unattributed, nops);
+    assert_eq!(
+        (counters.slot_mismatches + counters.stale_slots)
+            - (before.counters.slot_mismatches + before.counters.stale_slots),
+        runs,
+        "exactly the untagged requests find no slot of their own"
+    );
+
+    let now = ops_by_command(&kernel);
+    let earlier = ops_by_command(&before);
+    let delta = |command: Option<&'static str>, opcode: u32| {
+        now.get(&(command, opcode)).copied().unwrap_or(0)
+            - earlier.get(&(command, opcode)).copied().unwrap_or(0)
+    };
+    let expected = [
+        ((Some("READ3"), OP_READ), 3 * read3s),
+        ((Some("WRITE2_FSYNC"), OP_WRITE), 2 * writes),
+        ((Some("WRITE2_FSYNC"), OP_FSYNC), writes),
+        ((Some("MIXED"), OP_READ), mixeds),
+        ((Some("MIXED"), OP_WRITE), mixeds),
+        ((Some("MIXED"), OP_FSYNC), mixeds),
+        ((None, OP_NOP), nops),
+    ];
+    for ((command, opcode), ops) in expected {
+        assert_eq!(
+            delta(command, opcode),
+            ops,
+            "{command:?} opcode {opcode}: every request, none misattributed; all: {now:?}"
+        );
+    }
+    let misattributed: Vec<_> = now
+        .keys()
+        .filter(|key| !expected.iter().any(|(k, _)| k == *key))
+        .filter(|key| now[key] > earlier.get(key).copied().unwrap_or(0))
+        .collect();
+    assert!(
+        misattributed.is_empty(),
+        "requests under unexpected keys: {misattributed:?}"
+    );
+
+    for io in kernel.io.iter().filter(|io| io.command.is_some()) {
+        let counted: u64 = io.buckets.iter().sum();
+        assert_eq!(
+            counted, io.ops,
+            "{io:?}: every completion is in the histogram"
+        );
+        let mean = io.latency_sum / u32::try_from(io.ops).unwrap();
+        assert!(
+            mean > Duration::ZERO && mean < Duration::from_secs(1),
+            "{io:?}: a plausible mean latency"
+        );
+        let p99 = io.quantile_upper_bound(0.99).unwrap();
+        assert!(p99 < Duration::from_secs(5), "{io:?}: p99 under 5 s");
+        if io.opcode == OP_READ || io.opcode == OP_WRITE {
+            assert_eq!(io.bytes, io.ops * 4096, "{io:?}: 4 KiB per request");
+        }
+    }
+    let names: Vec<_> = kernel.io.iter().map(|io| io.opcode_name.as_str()).collect();
+    assert!(
+        names.contains(&"read") && names.contains(&"fsync"),
+        "{names:?}"
+    );
+    shutdown(handle);
+}
+
+#[probe(command, name = "SLEEPY", skip_all)]
+fn sleepy(sleep: Duration) {
+    std::thread::sleep(sleep);
+}
+
+#[test]
+fn off_cpu_time_is_charged_to_the_command_that_blocked() {
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(handle) = start("off_cpu_time_is_charged_to_the_command_that_blocked") else {
+        return;
+    };
+    const CALLS: u32 = 20;
+    const SLEEP: Duration = Duration::from_millis(5);
+    for _ in 0..CALLS {
+        sleepy(SLEEP);
+    }
+    let kernel = wait_for(&handle, "the off-CPU time of SLEEPY", |k| {
+        k.off_cpu
+            .iter()
+            .any(|o| o.command == Some("SLEEPY") && o.long_blocks >= u64::from(CALLS))
+    });
+    let sleepy = kernel
+        .off_cpu
+        .iter()
+        .find(|o| o.command == Some("SLEEPY"))
+        .unwrap();
+    assert!(
+        sleepy.blocked >= SLEEP * CALLS,
+        "each call slept {SLEEP:?}: {sleepy:?}"
+    );
+    assert!(
+        sleepy.blocked < SLEEP * CALLS * 20,
+        "blocked time is the sleeps', not more: {sleepy:?}"
+    );
+    assert_eq!(
+        sleepy.long_blocks,
+        u64::from(CALLS),
+        "one blocking poll per call"
+    );
+    let logged = kernel
+        .recent_events
+        .iter()
+        .filter(|e| e.kind == KernelEventKind::BlockedPoll && e.command == Some("SLEEPY"))
+        .count();
+    assert!(
+        logged > 0,
+        "blocking polls are logged: {:?}",
+        kernel.recent_events
+    );
+    shutdown(handle);
+}
+
+/// Names of our programs among the loaded ones, as `bpftool` lists them.
+fn our_programs() -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool runs (apt-get install bpftool)");
+    assert!(out.status.success(), "bpftool prog show: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1))
+        .filter(|name| name.starts_with("fo_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn shutdown_detaches_every_program() {
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(handle) = start("shutdown_detaches_every_program") else {
+        return;
+    };
+    let mut loaded = our_programs();
+    loaded.sort();
+    assert_eq!(
+        loaded,
+        [
+            "fo_complete",
+            "fo_cqe_overflow",
+            "fo_failed",
+            "fo_punt",
+            "fo_short_write",
+            "fo_submit",
+            "fo_switch"
+        ],
+        "every program is loaded while running"
+    );
+    shutdown(handle);
+    // The kernel frees a program once its last reference is gone, after an
+    // RCU grace period: give it a moment, not forever.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut left = our_programs();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = our_programs();
+    }
+    assert_eq!(left, Vec::<String>::new(), "none is left after shutdown");
+}
+
+/// Shuts the runtime down and waits until it has (the kernel view unloaded).
+fn shutdown(handle: Handle) {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(handle.shutdown());
+}
+
+#[test]
+fn unprivileged_status_names_the_missing_capability_and_call_sites_still_work() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var_os("FERRITE_OBS_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+            panic!("dropping privileges needs root, and FERRITE_OBS_REQUIRE_KERNEL=1 requires it");
+        }
+        eprintln!("SKIPPED unprivileged_status...: needs root to run a child as nobody");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_kernel-status"))
+        .output()
+        .expect("setpriv runs (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kernel-status as nobody: {out:?}");
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no `{key}` line in:\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(field("kernel"), "degraded", "{text}");
+    assert_eq!(field("step"), "create-maps", "{text}");
+    let fix = field("fix");
+    assert!(
+        fix.contains("CAP_BPF"),
+        "the fix names the capability: {fix}"
+    );
+    assert!(
+        fix.contains("CAP_PERFMON") && fix.contains("CAP_DAC_READ_SEARCH"),
+        "and the others it lacks: {fix}"
+    );
+    assert_eq!(
+        field("calls"),
+        "1000 sum 500500",
+        "call sites still count: {text}"
+    );
+}
