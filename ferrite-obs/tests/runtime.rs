@@ -441,7 +441,10 @@ fn slow_commands_are_logged_newest_first_in_a_bounded_ring() {
         let off_cpu = kernel["off_cpu_ns"].as_u64().expect("a breakdown");
         let on_cpu = kernel["on_cpu_ns"].as_u64().unwrap();
         assert!(off_cpu >= 25_000_000, "the sleep is off-CPU: {kernel}");
-        assert!(on_cpu < off_cpu, "most of a sleep is not on the CPU: {kernel}");
+        assert!(
+            on_cpu < off_cpu,
+            "most of a sleep is not on the CPU: {kernel}"
+        );
     } else {
         assert!(kernel.is_null(), "{kernel}");
     }
