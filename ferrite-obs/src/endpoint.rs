@@ -163,11 +163,12 @@ fn error(status: Status) -> Vec<u8> {
 fn status_json(shared: &Shared) -> String {
     let config = &shared.config;
     format!(
-        "{{\"enabled\":{},\"recording\":{},\"rollup_interval_seconds\":{},\"endpoint\":{}}}\n",
+        "{{\"enabled\":{},\"recording\":{},\"rollup_interval_seconds\":{},\"endpoint\":{},\"kernel\":{}}}\n",
         config.enabled,
         crate::is_recording(),
         config.rollup_interval.as_secs_f64(),
         json_string(&shared.endpoint.map_or_else(String::new, |a| a.to_string())),
+        crate::kernel::export::status_json(&shared.kernel),
     )
 }
 
@@ -219,7 +220,9 @@ fn snapshot_json(snapshot: &Snapshot) -> String {
             q(1.0),
         );
     }
-    out.push_str("]}\n");
+    out.push_str("],\"kernel\":");
+    crate::kernel::export::json(&mut out, snapshot.kernel.as_ref());
+    out.push_str("}\n");
     out
 }
 
@@ -259,7 +262,7 @@ fn slowlog_json(snapshot: &Snapshot) -> String {
 }
 
 /// A JSON string literal.
-fn json_string(value: &str) -> String {
+pub(crate) fn json_string(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {

@@ -54,6 +54,7 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "CPU time of the collector's thread so far."
     );
+    crate::kernel::export::describe();
 }
 
 /// Publishes `snapshot` into the installed `metrics` recorder.
@@ -83,6 +84,9 @@ pub(crate) fn export(snapshot: &Snapshot) {
     metrics::gauge!("ferrite_obs_collector_cpu_seconds").set(cost.thread_cpu.as_secs_f64());
     metrics::gauge!("ferrite_obs_instrumentation_seconds")
         .set(snapshot.instrumentation.total.as_secs_f64());
+    if let Some(kernel) = &snapshot.kernel {
+        crate::kernel::export::export(kernel);
+    }
 }
 
 fn labels(site: &SiteSnapshot) -> (&'static str, Vec<Label>) {

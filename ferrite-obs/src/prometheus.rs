@@ -111,6 +111,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         }
     }
     collector(&mut out, snapshot);
+    crate::kernel::export::prometheus(&mut out, snapshot.kernel.as_ref());
     out
 }
 
@@ -190,7 +191,7 @@ fn collector(out: &mut String, snapshot: &Snapshot) {
 }
 
 /// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

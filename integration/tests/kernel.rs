@@ -8,6 +8,11 @@
 //! `FERRITE_OBS_REQUIRE_KERNEL=1` (set by the test command) makes that a
 //! failure.
 
+#[path = "../../ferrite-obs/tests/support/http.rs"]
+mod http_client;
+#[path = "../../ferrite-obs/tests/support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
@@ -30,7 +35,7 @@ const OP_WRITE: u32 = 23;
 fn config() -> Config {
     let mut config = Config {
         enabled: true,
-        endpoint: None,
+        endpoint: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         rollup_interval: Duration::from_millis(20),
         ..Config::default()
     };
@@ -348,7 +353,68 @@ fn io_uring_requests_are_attributed_to_their_commands_exactly() {
         names.contains(&"read") && names.contains(&"fsync"),
         "{names:?}"
     );
+    check_exports(&handle, &kernel);
     shutdown(handle);
+}
+
+/// `/metrics` (checked by promtool), `/snapshot` and `/status` carry the
+/// kernel figures the snapshot has.
+fn check_exports(handle: &Handle, kernel: &KernelSnapshot) {
+    let endpoint = handle.endpoint().expect("the endpoint is on");
+    let (status, metrics) = http_client::get(endpoint, "/metrics");
+    assert_eq!(status, 200);
+    support::promtool_check(&metrics);
+    let read3 = kernel
+        .io
+        .iter()
+        .find(|io| io.command == Some("READ3"))
+        .unwrap();
+    let exported = http_client::sample(
+        &metrics,
+        "ferrite_kernel_io_ops_total{command=\"READ3\",opcode=\"read\"}",
+    );
+    assert_eq!(
+        exported, read3.ops as f64,
+        "the endpoint's counts are the snapshot's"
+    );
+    assert_eq!(http_client::sample(&metrics, "ferrite_kernel_up"), 1.0);
+    assert!(
+        metrics.contains(
+            "ferrite_kernel_io_duration_seconds_bucket{command=\"MIXED\",opcode=\"fsync\",le=\"+Inf\"}"
+        ),
+        "a latency histogram per command and opcode"
+    );
+    assert!(
+        http_client::sample(&metrics, "ferrite_kernel_requests_unattributed_total") > 0.0,
+        "unattributed requests are counted, not hidden"
+    );
+
+    let (status, body) = http_client::get(endpoint, "/snapshot");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("/snapshot is JSON");
+    let io = json["kernel"]["io"].as_array().expect("kernel io figures");
+    let entry = io
+        .iter()
+        .find(|e| e["command"] == "WRITE2_FSYNC" && e["opcode_name"] == "fsync")
+        .expect("WRITE2_FSYNC fsyncs in /snapshot");
+    assert!(entry["ops"].as_u64().unwrap() > 0, "{entry}");
+    assert!(entry["p99_upper_ns"].as_u64().unwrap() > 0, "{entry}");
+    assert!(
+        json["kernel"]["counters"]["requests_submitted"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let (status, body) = http_client::get(endpoint, "/status");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
+    assert_eq!(json["kernel"]["state"], "active", "{json}");
+    assert_eq!(
+        json["kernel"]["attached"].as_array().unwrap().len(),
+        7,
+        "{json}"
+    );
 }
 
 #[probe(command, name = "SLEEPY", skip_all)]

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+pub(crate) mod export;
 #[cfg(all(target_os = "linux", feature = "ebpf"))]
 mod threads;
 
