@@ -204,7 +204,9 @@ impl SyncCall {
         };
         // After `local_shard`, which registers the site and so gives it its kind.
         let restore = if is_command {
-            kernel::enter_command();
+            // A synchronous call creates no tokio-uring operation: nothing
+            // to watch on the submission queue.
+            let _ = kernel::enter_command();
             command::enter(command, site.kind())
         } else {
             Previous::default()
@@ -362,8 +364,8 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
         };
 
         let scope = running.is_command.then(|| {
-            kernel::enter_command();
-            Scope::enter(running.command, running.kind)
+            let watch = kernel::enter_command();
+            (Scope::enter(running.command, running.kind), watch)
         });
         // Busy time is measured only while recording; a tracer alone needs
         // just the call's start and end.
@@ -374,7 +376,10 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
             _ => None,
         };
         let poll = this.inner.poll(cx);
-        drop(scope);
+        if let Some((scope, watch)) = scope {
+            kernel::exit_command(watch, running.command, running.kind);
+            drop(scope);
+        }
         let poll_end = match running.start {
             Some(start) if poll_start.is_some() || poll.is_ready() => Some(start.now_like()),
             _ => None,

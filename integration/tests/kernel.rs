@@ -417,6 +417,116 @@ fn check_exports(handle: &Handle, kernel: &KernelSnapshot) {
     );
 }
 
+#[probe(command, name = "U_READS", skip_all)]
+async fn uring_reads(file: &tokio_uring::fs::File, n: u64) {
+    for i in 0..3 {
+        let (read, _) = file.read_at(vec![0u8; 4096], ((n + i) % 64) * 4096).await;
+        read.expect("read");
+    }
+}
+
+#[probe(command, name = "U_WRITES", skip_all)]
+async fn uring_writes(file: &tokio_uring::fs::File, n: u64) {
+    for i in 0..2 {
+        let (written, _) = file
+            .write_at(vec![1u8; 4096], ((n + i) % 64) * 4096)
+            .submit()
+            .await;
+        written.expect("write");
+    }
+    file.sync_all().await.expect("fsync");
+}
+
+#[test]
+fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(handle) = start("tokio_uring_requests_are_attributed_to_their_commands_exactly")
+    else {
+        return;
+    };
+    let before = handle.snapshot().kernel.clone().unwrap_or_default();
+    const THREADS: usize = 2;
+    const TASKS: u64 = 32;
+    const COMMANDS: u64 = 20;
+    let dir = std::env::temp_dir().join(format!("ferrite-obs-uring-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let path = dir.join(format!("thread-{t}"));
+            std::thread::spawn(move || {
+                std::fs::write(&path, vec![0u8; 64 * 4096]).unwrap();
+                ferrite_obs::kernel::uring::start(async move {
+                    let file = std::rc::Rc::new(
+                        tokio_uring::fs::OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .open(&path)
+                            .await
+                            .unwrap(),
+                    );
+                    // Many commands in flight on one ring at once: their
+                    // requests are pushed in interleaved polls and entered
+                    // in batches when the thread parks.
+                    let tasks: Vec<_> = (0..TASKS)
+                        .map(|task| {
+                            let file = std::rc::Rc::clone(&file);
+                            tokio_uring::spawn(async move {
+                                for c in 0..COMMANDS {
+                                    if (task + c) % 2 == 0 {
+                                        uring_reads(&file, c).await;
+                                    } else {
+                                        uring_writes(&file, c).await;
+                                    }
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(ferrite_obs::kernel::uring::undiscovered_rings(), 0);
+
+    let commands = THREADS as u64 * TASKS * COMMANDS;
+    let (reads, writes) = (commands / 2, commands / 2);
+    let expected = [
+        ((Some("U_READS"), OP_READ), 3 * reads),
+        ((Some("U_WRITES"), OP_WRITE), 2 * writes),
+        ((Some("U_WRITES"), OP_FSYNC), writes),
+    ];
+    let total_attributed: u64 = expected.iter().map(|(_, n)| n).sum();
+    let kernel = wait_for(&handle, "every attributed completion", |k| {
+        k.counters.attributed - before.counters.attributed >= total_attributed
+            && k.counters.completed >= k.counters.submitted
+    });
+    let now = ops_by_command(&kernel);
+    let earlier = ops_by_command(&before);
+    for ((command, opcode), ops) in expected {
+        let got = now.get(&(command, opcode)).copied().unwrap_or(0)
+            - earlier.get(&(command, opcode)).copied().unwrap_or(0);
+        assert_eq!(got, ops, "{command:?} opcode {opcode}: all: {now:?}");
+    }
+    assert_eq!(
+        kernel.counters.attributed - before.counters.attributed,
+        total_attributed,
+        "nothing else is attributed to a command"
+    );
+    // Opening the files happened outside any command.
+    let unattributed = kernel.counters.unattributed - before.counters.unattributed;
+    assert!(
+        unattributed >= THREADS as u64,
+        "the opens are unattributed: {unattributed}"
+    );
+    shutdown(handle);
+}
+
 #[probe(command, name = "SLEEPY", skip_all)]
 fn sleepy(sleep: Duration) {
     std::thread::sleep(sleep);

@@ -25,13 +25,46 @@ mod backend;
 
 pub(crate) use backend::Kernel;
 
-/// Notes, on a thread entering a command's poll, that the kernel view must
-/// know this thread (registers it once per load). One relaxed load while the
-/// kernel view is off.
+#[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
+pub mod uring;
+
+/// What the end of a command's poll needs from its start: where the
+/// thread's io_uring submission queue was (with the tokio-uring adapter).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PollWatch {
+    #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
+    sq_tail: Option<u32>,
+}
+
+/// On a thread entering a command's poll: makes sure the kernel view knows
+/// the thread (registered once per load), and notes the SQ tail of its
+/// tokio-uring ring. One relaxed load while the kernel view is off.
 #[inline(always)]
-pub(crate) fn enter_command() {
+pub(crate) fn enter_command() -> PollWatch {
     #[cfg(all(target_os = "linux", feature = "ebpf"))]
     threads::enter_command();
+    PollWatch {
+        #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
+        sq_tail: if threads::active() {
+            uring::tail()
+        } else {
+            None
+        },
+    }
+}
+
+/// At the end of a command's poll: tags the SQEs the poll pushed to the
+/// thread's tokio-uring ring as the command's.
+#[inline(always)]
+pub(crate) fn exit_command(watch: PollWatch, command: u64, kind: u32) {
+    #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
+    if let Some(before) = watch.sq_tail {
+        uring::pushed_since(before, |user_data| {
+            threads::tag_as(user_data, command, kind)
+        });
+    }
+    #[cfg(not(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring")))]
+    let _ = (watch, command, kind);
 }
 
 /// Tags an SQE the calling thread pushes to its io_uring as issued by the

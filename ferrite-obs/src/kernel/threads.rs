@@ -93,11 +93,26 @@ pub(super) fn enter_command() {
 /// Writes the slot of `user_data` with the thread's current command.
 #[inline]
 pub(super) fn tag(user_data: u64) {
+    if GENERATION.load(Ordering::Relaxed) != 0 {
+        let (command, kind) = crate::command::current_with_kind();
+        tag_as(user_data, command, kind);
+    }
+}
+
+/// Whether a kernel view is loaded (threads register, slots are read).
+#[cfg(feature = "tokio-uring")]
+#[inline(always)]
+pub(super) fn active() -> bool {
+    GENERATION.load(Ordering::Relaxed) != 0
+}
+
+/// Writes the slot of `user_data` with `command` of `kind`.
+#[inline]
+pub(super) fn tag_as(user_data: u64, command: u64, kind: u32) {
     let generation = GENERATION.load(Ordering::Relaxed);
     if generation == 0 {
         return;
     }
-    let (command, kind) = crate::command::current_with_kind();
     let _ = THREAD.try_with(|state| {
         let table = state.table();
         if state.registered.get() != generation || !state.registered_slots.get() {
