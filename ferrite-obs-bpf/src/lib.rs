@@ -14,7 +14,11 @@
 
 #![no_std]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod layout;
+#[doc(hidden)]
+pub mod model;
 mod opcode;
 
 pub use layout::*;
