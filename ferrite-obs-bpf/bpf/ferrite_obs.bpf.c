@@ -26,6 +26,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 volatile const __u32 target_tgid = 0;
 volatile const __u64 slow_io_ns = ~0ULL;
 volatile const __u64 block_threshold_ns = ~0ULL;
+volatile const __u32 generation = 0;
 
 /* Default sizes; the loader may override every max_entries. */
 struct {
@@ -38,6 +39,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64);
 	__type(value, struct fo_inflight);
 } inflight SEC(".maps");
@@ -67,6 +69,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64);
 	__type(value, struct fo_command);
 } commands SEC(".maps");
@@ -90,7 +93,9 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-/* Tracepoint records, relocated against the kernel's BTF at load (CO-RE). */
+/* Tracepoint records, relocated against the kernel's BTF at load (CO-RE).
+ * Read directly (the context is readable memory), not through
+ * bpf_probe_read: a field read is one load. */
 struct trace_event_raw_io_uring_submit_req {
 	void *ctx;
 	void *req;
@@ -111,7 +116,9 @@ struct trace_event_raw_io_uring_queue_async_work {
 } __attribute__((preserve_access_index));
 
 struct trace_event_raw_io_uring_req_failed {
+	void *ctx;
 	void *req;
+	__u64 user_data;
 	__u8 opcode;
 } __attribute__((preserve_access_index));
 
@@ -187,47 +194,55 @@ static __always_inline struct fo_command *command_of(__u64 command)
 	return bpf_map_lookup_elem(&commands, &command);
 }
 
+/* The command that pushed the SQE carrying `user_data` to ring `ctx`, as
+ * the submitting thread's slot table says, or 0; consumes the slot (see
+ * struct fo_slot). */
+static __always_inline __u64 consume_slot(__u32 tid, __u64 ctx, __u64 user_data, __u32 *kind)
+{
+	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &tid);
+	if (!thread || !thread->slots)
+		return 0;
+	struct fo_slot slot;
+	__u64 at = thread->slots + (user_data & (FO_SLOTS - 1)) * sizeof(slot);
+	if (bpf_probe_read_user(&slot, sizeof(slot), (const void *)at) != 0) {
+		count(FO_C_READ_FAULTS);
+		return 0;
+	}
+	if (slot.user_data != user_data || slot.generation != generation) {
+		count(FO_C_SLOT_MISMATCH);
+		return 0;
+	}
+	__u64 *last = bpf_map_lookup_elem(&ring_seq, &ctx);
+	if (last && slot.seq <= *last) {
+		count(FO_C_STALE_SLOTS);
+		return 0;
+	}
+	if (last)
+		*last = slot.seq; /* only this ring's submitter writes it */
+	else
+		bpf_map_update_elem(&ring_seq, &ctx, &slot.seq, BPF_ANY);
+	*kind = slot.kind;
+	return slot.command;
+}
+
 SEC("tracepoint/io_uring/io_uring_submit_req")
 int fo_submit(struct trace_event_raw_io_uring_submit_req *tp)
 {
 	if (!is_target())
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 user_data = BPF_CORE_READ(tp, user_data);
-	__u64 ctx = (__u64)BPF_CORE_READ(tp, ctx);
+	__u64 ctx = (__u64)tp->ctx;
 	struct fo_inflight request = {
 		.submit_ns = bpf_ktime_get_ns(),
 		.ctx = ctx,
 		.tid = tid,
-		.opcode = BPF_CORE_READ(tp, opcode),
+		.opcode = tp->opcode,
 	};
 	count(FO_C_SUBMITTED);
-
-	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &tid);
-	if (thread && thread->slots) {
-		struct fo_slot slot;
-		__u64 at = thread->slots + (user_data & (FO_SLOTS - 1)) * sizeof(slot);
-		if (bpf_probe_read_user(&slot, sizeof(slot), (const void *)at) != 0) {
-			count(FO_C_READ_FAULTS);
-		} else if (slot.user_data != user_data) {
-			count(FO_C_SLOT_MISMATCH);
-		} else {
-			__u64 *last = bpf_map_lookup_elem(&ring_seq, &ctx);
-			if (last && slot.seq <= *last) {
-				count(FO_C_STALE_SLOTS);
-			} else {
-				request.command = slot.command;
-				request.kind = slot.kind;
-				if (last)
-					*last = slot.seq; /* only this ring's submitter writes it */
-				else
-					bpf_map_update_elem(&ring_seq, &ctx, &slot.seq, BPF_ANY);
-			}
-		}
-	}
+	request.command = consume_slot(tid, ctx, tp->user_data, &request.kind);
 	count(request.command ? FO_C_ATTRIBUTED : FO_C_UNATTRIBUTED);
 
-	__u64 req = (__u64)BPF_CORE_READ(tp, req);
+	__u64 req = (__u64)tp->req;
 	if (bpf_map_update_elem(&inflight, &req, &request, BPF_ANY) != 0)
 		count(FO_C_INFLIGHT_FULL);
 	return 0;
@@ -236,7 +251,7 @@ int fo_submit(struct trace_event_raw_io_uring_submit_req *tp)
 SEC("tracepoint/io_uring/io_uring_queue_async_work")
 int fo_punt(struct trace_event_raw_io_uring_queue_async_work *tp)
 {
-	__u64 req = (__u64)BPF_CORE_READ(tp, req);
+	__u64 req = (__u64)tp->req;
 	struct fo_inflight *request = bpf_map_lookup_elem(&inflight, &req);
 	if (!request)
 		return 0;
@@ -248,16 +263,16 @@ int fo_punt(struct trace_event_raw_io_uring_queue_async_work *tp)
 SEC("tracepoint/io_uring/io_uring_complete")
 int fo_complete(struct trace_event_raw_io_uring_complete *tp)
 {
-	__u64 req = (__u64)BPF_CORE_READ(tp, req);
+	__u64 req = (__u64)tp->req;
 	if (!req)
 		return 0;
 	struct fo_inflight *found = bpf_map_lookup_elem(&inflight, &req);
 	/* The ctx check guards against a request address reused by another
 	 * ring after a completion this program missed. */
-	if (!found || found->ctx != (__u64)BPF_CORE_READ(tp, ctx))
+	if (!found || found->ctx != (__u64)tp->ctx)
 		return 0;
 	struct fo_inflight request = *found;
-	unsigned cflags = BPF_CORE_READ(tp, cflags);
+	unsigned cflags = tp->cflags;
 	if (cflags & CQE_F_MORE)
 		found->punted = 0; /* multishot: the request stays in flight */
 	else
@@ -265,7 +280,7 @@ int fo_complete(struct trace_event_raw_io_uring_complete *tp)
 
 	__u64 now = bpf_ktime_get_ns();
 	__u64 latency = now > request.submit_ns ? now - request.submit_ns : 0;
-	int res = BPF_CORE_READ(tp, res);
+	int res = tp->res;
 	count(FO_C_COMPLETED);
 
 	struct fo_io_stats *stats = io_stats_of(request.kind, request.opcode);
@@ -298,7 +313,7 @@ int fo_complete(struct trace_event_raw_io_uring_complete *tp)
 		event->tid = request.tid;
 		event->command = request.command;
 		event->duration_ns = latency;
-		event->user_data = BPF_CORE_READ(tp, user_data);
+		event->user_data = tp->user_data;
 		event->kind = request.kind;
 		event->res = res;
 		event->opcode = request.opcode;
@@ -314,6 +329,10 @@ int fo_failed(struct trace_event_raw_io_uring_req_failed *tp)
 	if (!is_target())
 		return 0;
 	count(FO_C_FAILED);
+	/* It never reaches io_uring_submit_req: consume its slot here, or a
+	 * later untagged SQE with the same user_data would inherit it. */
+	__u32 kind = 0;
+	consume_slot((__u32)bpf_get_current_pid_tgid(), (__u64)tp->ctx, tp->user_data, &kind);
 	return 0;
 }
 
@@ -344,7 +363,7 @@ int fo_switch(struct trace_event_raw_sched_switch *tp)
 {
 	__u64 now = bpf_ktime_get_ns();
 
-	__u32 next = BPF_CORE_READ(tp, next_pid);
+	__u32 next = tp->next_pid;
 	struct fo_switch *out = bpf_map_lookup_elem(&switched_out, &next);
 	if (out) {
 		struct fo_switch was = *out;
@@ -407,7 +426,7 @@ int fo_switch(struct trace_event_raw_sched_switch *tp)
 		return 0;
 	/* Low byte of prev_state: non-zero when the task sleeps (S, D, ...);
 	 * 0 (or the preempted bit above it) when it was preempted. */
-	long state = BPF_CORE_READ(tp, prev_state);
+	long state = tp->prev_state;
 	struct fo_switch switch_out = {
 		.at_ns = now,
 		.command = current.command,

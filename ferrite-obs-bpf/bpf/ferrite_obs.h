@@ -28,13 +28,21 @@
  * increasing `seq` order: a slot whose `seq` is not above the last one read
  * for that ring (map `ring_seq`) was already used, by an earlier SQE with the
  * same user_data, and the SQE being submitted was never tagged. It counts as
- * unattributed instead of inheriting a stale command. */
+ * unattributed instead of inheriting a stale command.
+ *
+ * `generation` is the load the slot was written under (the loader's
+ * `generation` constant): a slot written for an earlier load of the
+ * programs, whose `ring_seq` entries are gone, is never trusted.
+ *
+ * Every SQE that reaches the kernel consumes its slot, whether it is
+ * submitted (fo_submit) or fails before submission (fo_failed), so no
+ * slot outlives its SQE unread. */
 struct fo_slot {
 	__u64 user_data;
 	__u64 command; /* command id; 0: pushed outside any command */
 	__u64 seq;
 	__u32 kind;    /* command kind (site index + 1); 0: none */
-	__u32 _pad;
+	__u32 generation;
 };
 
 /* A thread's current command, as the runtime keeps it (a thread-local). */

@@ -21,8 +21,8 @@ pub struct Slot {
     pub seq: u64,
     /// The command's kind (its site index + 1); 0 for none.
     pub kind: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// The load of the programs the slot was written under.
+    pub generation: u32,
 }
 
 /// A thread's current command (`struct fo_current`).

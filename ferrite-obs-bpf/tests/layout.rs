@@ -23,7 +23,7 @@ fn facts() -> Vec<(String, usize)> {
         )*};
     }
     layout! {
-        fo_slot = Slot { user_data = user_data, command = command, seq = seq, kind = kind, _pad = _pad }
+        fo_slot = Slot { user_data = user_data, command = command, seq = seq, kind = kind, generation = generation }
         fo_current = Current { command = command, kind = kind }
         fo_thread = ThreadRegistration { slots = slots, current = current }
         fo_inflight = Inflight {

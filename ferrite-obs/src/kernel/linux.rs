@@ -164,8 +164,10 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     let tgid = std::process::id();
     let slow_io_ns = u64::try_from(config.slow_threshold.as_nanos()).unwrap_or(u64::MAX);
     let block_ns = u64::try_from(config.ebpf.blocking_threshold.as_nanos()).unwrap_or(u64::MAX);
+    let generation = super::threads::reserve_generation();
     let mut ebpf = EbpfLoader::new()
         .override_global("target_tgid", &tgid, true)
+        .override_global("generation", &generation, true)
         .override_global("slow_io_ns", &slow_io_ns, true)
         .override_global("block_threshold_ns", &block_ns, true)
         .map_max_entries("inflight", config.ebpf.inflight_entries)
@@ -202,7 +204,7 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         events_malformed: 0,
     };
     drop(threads_map);
-    super::threads::install(threads_fd);
+    super::threads::install(threads_fd, generation);
     Ok(loaded)
 }
 

@@ -72,10 +72,15 @@ pub(crate) fn exit_command(watch: PollWatch, command: u64, kind: u32) {
 ///
 /// For hosts that build their own SQEs. Call it for every SQE you push, in
 /// the order you push them, before the ring is entered, with the SQE's
-/// `user_data`, on the thread that pushes and submits (each ring pushed and
-/// entered by one thread, as thread-per-core servers do). The kernel view
-/// then counts the request, its latency and its bytes for that command. An
-/// SQE pushed without a tag is counted as unattributed, never guessed.
+/// `user_data`, on the thread that pushes and submits. The kernel view then
+/// counts the request, its latency and its bytes for that command. An SQE
+/// pushed without a tag is counted as unattributed, never guessed.
+///
+/// The contract, as thread-per-core servers work: each thread pushes to one
+/// ring, which it alone pushes to and enters, and a `user_data` value is not
+/// reused while an SQE carrying it is still pushed but not yet entered. A
+/// thread that pushes to two rings can see one ring's tags read for the
+/// other's SQEs with the same `user_data`.
 ///
 /// The cost: a few stores into a per-thread table (allocated on the first
 /// tag, 32 KiB); nothing at all while the kernel view is not running.

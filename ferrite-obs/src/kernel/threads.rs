@@ -40,12 +40,17 @@ struct Registrar {
     threads_map: OwnedFd,
 }
 
-/// Starts registering threads into `threads_map`; returns the generation.
-pub(super) fn install(threads_map: OwnedFd) -> u64 {
-    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+/// A new generation for the next load: the programs get it as a load-time
+/// constant, and slots written under another one are never trusted.
+pub(super) fn reserve_generation() -> u32 {
+    // Wrapping past u32::MAX would take four billion loads.
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed) as u32
+}
+
+/// Starts registering threads into `threads_map` under `generation`.
+pub(super) fn install(threads_map: OwnedFd, generation: u32) {
     REGISTRAR.store(Some(Arc::new(Registrar { threads_map })));
-    GENERATION.store(generation, Ordering::Release);
-    generation
+    GENERATION.store(u64::from(generation), Ordering::Release);
 }
 
 /// Stops registering threads and closes the map (once no thread is using it).
@@ -128,7 +133,7 @@ pub(super) fn tag_as(user_data: u64, command: u64, kind: u32) {
             command,
             seq,
             kind,
-            _pad: 0,
+            generation: generation as u32,
         };
     });
 }

@@ -32,6 +32,8 @@ static UNDISCOVERED: AtomicU64 = AtomicU64::new(0);
 /// Where this thread's ring lives, for reading what a poll pushed.
 #[derive(Clone, Copy, Debug)]
 struct RingView {
+    /// The SQ ring's shared head: the kernel has consumed every SQE before it.
+    head: *const AtomicU32,
     /// The SQ ring's shared tail.
     tail: *const AtomicU32,
     /// `sq_array[pos & mask]` is the SQE index of position `pos`.
@@ -112,11 +114,21 @@ pub(super) fn pushed_since(before: u32, mut tag: impl FnMut(u64)) {
     let Some(view) = RING.try_with(Cell::get).ok().flatten() else {
         return;
     };
-    // SAFETY: as in `tail`.
-    let after = unsafe { (*view.tail).load(Ordering::Acquire) };
-    // More than a ring's worth in one poll means the ring was entered in
-    // between: the earliest are gone (they count as unattributed).
-    let pushed = after.wrapping_sub(before).min(view.entries);
+    // SAFETY: as in `tail`; the head is a u32 the kernel stores atomically.
+    let (after, head) = unsafe {
+        (
+            (*view.tail).load(Ordering::Acquire),
+            (*view.head).load(Ordering::Acquire),
+        )
+    };
+    // The ring may have been entered during the poll (tokio-uring does when
+    // the SQ is full): SQEs the kernel already consumed were submitted
+    // unattributed, and tagging their slots now would leave slots nobody
+    // reads for a later SQE to inherit. Only the unconsumed are tagged.
+    let pushed = after
+        .wrapping_sub(before)
+        .min(after.wrapping_sub(head))
+        .min(view.entries);
     for position in after.wrapping_sub(pushed)..after {
         // SAFETY: `position & mask` indexes the sq_array of `entries` u32s;
         // the index read there is below `entries` (the kernel rejects any
@@ -214,6 +226,8 @@ impl Ring {
         let mask = unsafe { *base.add(offsets.sq_off.ring_mask as usize).cast::<u32>() };
         Some(RingView {
             // SAFETY: offsets inside the SQ ring mapping.
+            head: unsafe { base.add(offsets.sq_off.head as usize).cast() },
+            // SAFETY: as above.
             tail: unsafe { base.add(offsets.sq_off.tail as usize).cast() },
             // SAFETY: as above.
             array: unsafe { base.add(offsets.sq_off.array as usize).cast() },
