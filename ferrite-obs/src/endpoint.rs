@@ -122,7 +122,7 @@ fn respond(request: &Request, shared: &Shared) -> Vec<u8> {
         return error(Status::MethodNotAllowed);
     }
     let path = request.path.split('?').next().unwrap_or("");
-    let snapshot = shared.snapshot.load_full();
+    let snapshot = shared.snapshot.load();
     match path {
         "/metrics" => ok(
             "text/plain; version=0.0.4; charset=utf-8",

@@ -131,6 +131,7 @@ mod guard;
 pub mod histogram;
 #[cfg(not(loom))]
 pub mod kernel;
+mod latest;
 #[cfg(not(loom))]
 mod metrics_export;
 pub mod probes;

@@ -10,10 +10,15 @@
 //!   inequalities (`errors <= calls <= histogram count`,
 //!   `calls + cancelled + panicked <= started`), and once the writers are
 //!   joined the fold is exact: nothing is lost, on exclusive slots (plain
-//!   stores) and on the shared slot (atomic adds) alike.
+//!   stores) and on the shared slot (atomic adds) alike;
+//! - a reader loading published snapshots while the collector folds and
+//!   publishes and a writer records sees each snapshot whole and consistent,
+//!   and never an older one after a newer: sequence and every total only go
+//!   up; the final rollup after the writers finish is exact.
 
 use loom::thread;
 
+use crate::latest::Latest;
 use crate::registry::Registry;
 use crate::shard::Totals;
 use crate::site::{Site, SiteMeta};
@@ -191,5 +196,69 @@ fn abandoned_calls_are_counted_before_they_are_visible_as_ended() {
             (totals.started, totals.cancelled, totals.panicked),
             (2, 1, 1)
         );
+    });
+}
+
+/// What the collector publishes, reduced to what the protocol is about.
+#[derive(Debug, Default)]
+struct Published {
+    sequence: u64,
+    totals: Totals,
+}
+
+#[test]
+fn published_snapshots_are_whole_and_never_go_back() {
+    model(|| {
+        let registry = leak(Registry::new());
+        let site = leak(Site::new(&META));
+        let running = leak(Running::default());
+        // Not leaked: loom checks that every `Arc` it tracks is dropped.
+        let latest = loom::sync::Arc::new(Latest::new(Published::default()));
+        let published = loom::sync::Arc::clone(&latest);
+        let writer = thread::spawn(move || {
+            running.start();
+            let shard = site.shard(Slot::new(0), registry);
+            shard.record_start(true);
+            shard.record_end(5, true, true);
+        });
+        // The collector: a rollup is a fold, then one publication.
+        let collector = thread::spawn(move || {
+            for sequence in 1..=2 {
+                let totals = site.read();
+                published.store(Published { sequence, totals });
+            }
+        });
+
+        running.observe();
+        let first = latest.load();
+        let second = latest.load();
+        for seen in [&first, &second] {
+            assert_consistent(&seen.totals);
+        }
+        assert!(first.sequence <= second.sequence, "a newer, then an older");
+        let (a, b) = (&first.totals, &second.totals);
+        assert!(
+            a.started <= b.started && a.completed <= b.completed && a.errors <= b.errors,
+            "totals went back: {a:?} then {b:?}"
+        );
+
+        writer.join().unwrap();
+        collector.join().unwrap();
+        // The final rollup, once the writers are done, is exact.
+        latest.store(Published {
+            sequence: 3,
+            totals: site.read(),
+        });
+        let last = latest.load();
+        assert_eq!(last.sequence, 3);
+        assert_eq!(
+            (
+                last.totals.started,
+                last.totals.completed,
+                last.totals.errors
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(last.totals.histogram.sum(), 5);
     });
 }

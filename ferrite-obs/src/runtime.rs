@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::kernel::{Kernel, KernelStatus};
+use crate::latest::Latest;
 use crate::snapshot::{Rollup, Snapshot};
 
 /// Set while a runtime is running: there is one per process.
@@ -85,7 +85,7 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     crate::slowlog::configure(config.slow_threshold, config.slowlog_len);
     crate::set_recording(true);
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+        snapshot: Latest::new(Snapshot::empty()),
         stop: Notify::new(),
         endpoint: listener.as_ref().and_then(|l| l.local_addr().ok()),
         kernel: kernel.status(),
@@ -135,7 +135,7 @@ fn spawn_thread(
 /// State shared by the handle, the collector and the endpoint.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) snapshot: Latest<Snapshot>,
     stop: Notify,
     /// The endpoint's bound address, when it is on.
     pub(crate) endpoint: Option<SocketAddr>,
@@ -196,7 +196,7 @@ async fn collect(
 /// Makes `snapshot` the one readers get, and exports it to `metrics`.
 fn publish(shared: &Shared, snapshot: Snapshot) {
     crate::metrics_export::export(&snapshot);
-    shared.snapshot.store(Arc::new(snapshot));
+    shared.snapshot.store(snapshot);
 }
 
 /// The next connection; never, without an endpoint.
@@ -254,7 +254,7 @@ impl Handle {
     /// when disabled.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         match &self.shared {
-            Some(shared) => shared.snapshot.load_full(),
+            Some(shared) => shared.snapshot.load(),
             None => Arc::new(Snapshot::empty()),
         }
     }
