@@ -2,11 +2,12 @@
 //! for tests that drive them through long simulated histories
 //! (`tests/attribution_model.rs`).
 //!
-//! [`submit`] mirrors `fo_submit` and [`complete`] mirrors `fo_complete`
+//! [`consume_slot`] mirrors `consume_slot`, [`submit`] mirrors `fo_submit`,
+//! [`failed`] mirrors `fo_failed` and [`complete`] mirrors `fo_complete`,
 //! line for line, in the same order, with the maps they touch passed in and
 //! handed back. They are a copy of the C by hand, so they must change with
-//! it: a change to either program that is not made here too leaves the
-//! model testing something the kernel no longer runs.
+//! it: a change to any of these programs that is not made here too leaves
+//! the model testing something the kernel no longer runs.
 
 use crate::{Counter, Inflight, SLOTS, Slot};
 
@@ -15,7 +16,7 @@ pub fn slot_index(user_data: u64) -> usize {
     (user_data & (SLOTS as u64 - 1)) as usize
 }
 
-/// What `fo_submit` finds when it looks for the submitting thread's slot.
+/// What `consume_slot` finds when it looks for the submitting thread's slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotRead {
     /// The thread is not in `threads`, or registered no slot table
@@ -23,8 +24,67 @@ pub enum SlotRead {
     NoTable,
     /// `bpf_probe_read_user` of the slot failed.
     Fault,
-    /// The slot at [`slot_index`] of the submitted `user_data`.
+    /// The slot at [`slot_index`] of the SQE's `user_data`.
     Slot(Slot),
+}
+
+/// What `consume_slot` decides for one SQE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Consumption {
+    /// The value returned: the command the SQE is attributed to, 0 for none.
+    pub command: u64,
+    /// `*kind` (left as the caller set it, 0, unless the slot is used).
+    pub kind: u32,
+    /// The ring's `ring_seq` entry after the decision (`None`: still absent).
+    pub ring_seq: Option<u64>,
+    /// Why the slot was not used, when one was read but not used:
+    /// [`Counter::ReadFaults`], [`Counter::SlotMismatch`] or
+    /// [`Counter::StaleSlots`], as counted.
+    pub rejected: Option<Counter>,
+}
+
+/// `consume_slot(tid, ctx, user_data, &kind)` for the SQE carrying
+/// `user_data`, given what it reads from the thread's slot table, the
+/// load's `generation` constant and the ring's `ring_seq` entry (`None`:
+/// absent).
+pub fn consume_slot(
+    read: SlotRead,
+    user_data: u64,
+    generation: u32,
+    ring_seq: Option<u64>,
+) -> Consumption {
+    let unused = |rejected| Consumption {
+        command: 0,
+        kind: 0,
+        ring_seq,
+        rejected,
+    };
+    let slot = match read {
+        // if (!thread || !thread->slots) return 0;
+        SlotRead::NoTable => return unused(None),
+        // if (bpf_probe_read_user(...) != 0) { count(FO_C_READ_FAULTS); return 0; }
+        SlotRead::Fault => return unused(Some(Counter::ReadFaults)),
+        SlotRead::Slot(slot) => slot,
+    };
+    // if (slot.user_data != user_data || slot.generation != generation)
+    //         { count(FO_C_SLOT_MISMATCH); return 0; }
+    if slot.user_data != user_data || slot.generation != generation {
+        return unused(Some(Counter::SlotMismatch));
+    }
+    // if (last && slot.seq <= *last) { count(FO_C_STALE_SLOTS); return 0; }
+    if let Some(last) = ring_seq
+        && slot.seq <= last
+    {
+        return unused(Some(Counter::StaleSlots));
+    }
+    // if (last) *last = slot.seq; else bpf_map_update_elem(&ring_seq, ...);
+    // *kind = slot.kind; return slot.command;
+    Consumption {
+        command: slot.command,
+        kind: slot.kind,
+        ring_seq: Some(slot.seq),
+        rejected: None,
+    }
 }
 
 /// What `fo_submit` decides for one submitted request.
@@ -45,48 +105,47 @@ pub struct Submission {
 }
 
 /// `fo_submit`'s decision for the request carrying `user_data`, given what
-/// it read from the slot table and the ring's `ring_seq` entry (`None`:
-/// absent). Mirrors the C from the `threads` lookup to the counting of
-/// attributed and unattributed requests.
-pub fn submit(read: SlotRead, user_data: u64, ring_seq: Option<u64>) -> Submission {
-    let mut command = 0;
-    let mut kind = 0;
-    let mut last = ring_seq;
-    let mut rejected = None;
-    // if (thread && thread->slots) {
-    match read {
-        SlotRead::NoTable => {}
-        // if (bpf_probe_read_user(...) != 0) count(FO_C_READ_FAULTS);
-        SlotRead::Fault => rejected = Some(Counter::ReadFaults),
-        // else if (slot.user_data != user_data) count(FO_C_SLOT_MISMATCH);
-        SlotRead::Slot(slot) if slot.user_data != user_data => {
-            rejected = Some(Counter::SlotMismatch);
-        }
-        SlotRead::Slot(slot) => match ring_seq {
-            // if (last && slot.seq <= *last) count(FO_C_STALE_SLOTS);
-            Some(seq) if slot.seq <= seq => rejected = Some(Counter::StaleSlots),
-            // else { request.command = ...; request.kind = ...; *last = slot.seq
-            //        (or insert it when absent) }
-            _ => {
-                command = slot.command;
-                kind = slot.kind;
-                last = Some(slot.seq);
-            }
-        },
-    }
+/// `consume_slot` reads from the slot table, the load's `generation` and the
+/// ring's `ring_seq` entry (`None`: absent). Mirrors the C from
+/// `count(FO_C_SUBMITTED)` to the counting of attributed and unattributed
+/// requests.
+pub fn submit(
+    read: SlotRead,
+    user_data: u64,
+    generation: u32,
+    ring_seq: Option<u64>,
+) -> Submission {
+    // request.command = consume_slot(tid, ctx, tp->user_data, &request.kind);
+    let consumed = consume_slot(read, user_data, generation, ring_seq);
     // count(request.command ? FO_C_ATTRIBUTED : FO_C_UNATTRIBUTED);
-    let counted = if command != 0 {
+    let counted = if consumed.command != 0 {
         Counter::Attributed
     } else {
         Counter::Unattributed
     };
     Submission {
-        command,
-        kind,
-        ring_seq: last,
-        rejected,
+        command: consumed.command,
+        kind: consumed.kind,
+        ring_seq: consumed.ring_seq,
+        rejected: consumed.rejected,
         counted,
     }
+}
+
+/// `fo_failed` for an SQE carrying `user_data` that failed before
+/// `io_uring_submit_req`: counted as [`Counter::Failed`], never as submitted,
+/// attributed or unattributed, yet it consumes its slot exactly like a
+/// submitted one (the command found is dropped). Arguments as [`submit`].
+pub fn failed(
+    read: SlotRead,
+    user_data: u64,
+    generation: u32,
+    ring_seq: Option<u64>,
+) -> Consumption {
+    // count(FO_C_FAILED);
+    // __u32 kind = 0;
+    // consume_slot(tid, tp->ctx, tp->user_data, &kind);
+    consume_slot(read, user_data, generation, ring_seq)
 }
 
 /// `IORING_CQE_F_MORE`: the request stays in flight (multishot).

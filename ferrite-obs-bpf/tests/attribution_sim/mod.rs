@@ -1,18 +1,21 @@
 //! The simulated host thread, its ring and the kernel programs that
 //! `attribution_model.rs` drives: the host writes its slot table as
-//! `tag_sqe` does, the kernel side decides with `ferrite_obs_bpf::model`
-//! (the mirror of `fo_submit` and `fo_complete`), and every submission and
-//! completion is checked against what the host actually did.
+//! `tag_sqe` does (at push time) or as the tokio-uring adapter does (at the
+//! end of a command's poll, for the SQEs the kernel has not consumed yet),
+//! registers itself as `ferrite-obs` threads do, the kernel side decides with
+//! `ferrite_obs_bpf::model` (the mirror of `consume_slot`, `fo_submit`,
+//! `fo_failed` and `fo_complete`), and every submission and completion is
+//! checked against what the host actually did.
 
 use std::collections::VecDeque;
 
-use ferrite_obs_bpf::model::{self, CQE_F_MORE, Completion, SlotRead, Submission};
+use ferrite_obs_bpf::model::{self, CQE_F_MORE, Completion, Consumption, SlotRead, Submission};
 use ferrite_obs_bpf::{Counter, Inflight, SLOTS, Slot};
 
 /// The `user_data` values the host draws from: few, so values come back as
 /// soon as their requests complete, and colliding modulo `SLOTS` (0 with
 /// `SLOTS`, 1 with `SLOTS + 1` and `2 * SLOTS + 1`, 2 with `3 * SLOTS + 2`).
-/// 0 also matches a slot never written (all zeroes).
+/// 0 also matches the `user_data` of a slot never written (all zeroes).
 pub(crate) const USER_DATA: [u64; 8] = {
     let s = SLOTS as u64;
     [0, 1, 2, 3, s, s + 1, 2 * s + 1, 3 * s + 2]
@@ -22,6 +25,9 @@ pub(crate) const USER_DATA: [u64; 8] = {
 const RING: u64 = 0xffff_8881_0440_0000;
 /// The thread's first `seq`, as `ferrite-obs` gives each thread a base.
 pub(crate) const SEQ_BASE: u64 = 1 << 40;
+/// The first load's `generation` (`ferrite-obs` never uses 0, the
+/// generation of a slot never written).
+pub(crate) const FIRST_GENERATION: u32 = 1;
 /// `inflight` entries: few, so the LRU evicts.
 const INFLIGHT_ENTRIES: usize = 4;
 /// The simulated thread.
@@ -30,7 +36,8 @@ const TID: u32 = 4242;
 /// How the host pushes an SQE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Tag {
-    /// No `tag_sqe`: the slot is not written.
+    /// No `tag_sqe`: the slot is not written (yet: the end of a command's
+    /// poll may tag it, see [`Op::Poll`]).
     Untagged,
     /// `tag_sqe` outside any command: the slot says command 0.
     Outside,
@@ -52,14 +59,24 @@ impl Tag {
 pub(crate) enum Op {
     /// The host pushes an SQE with `USER_DATA[user_data]` (with
     /// [`Rules::reuse_only_free`], the first value from there on not in
-    /// use). With `fails` (and [`Rules::init_failures`]) the kernel rejects
-    /// it at submission before `fo_submit` sees it.
+    /// use). With `fails` the kernel rejects it at submission before
+    /// `io_uring_submit_req` (bad opcode, flags): `fo_failed` sees it, and
+    /// the batch stops there. With `faults` (and [`Rules::read_faults`]) the
+    /// kernel's read of its slot faults.
     Push {
         user_data: usize,
         tag: Tag,
         fails: bool,
+        faults: bool,
     },
-    /// `io_uring_enter`: the kernel consumes the pushed SQEs in order.
+    /// With no poll running, a poll of command `command` starts
+    /// (`enter_command`: the thread registers if it is not yet, and notes
+    /// the SQ tail); otherwise the running poll ends (`pushed_since`: the
+    /// SQEs pushed since it started that the kernel has not consumed are
+    /// tagged with its command, in push order).
+    Poll { command: u64 },
+    /// `io_uring_enter`: the kernel consumes the pushed SQEs in order (in a
+    /// poll: tokio-uring entering the ring because the SQ is full).
     Submit,
     /// In-flight request number `which` (modulo their count) completes and
     /// `fo_complete` sees it; with `more`, a multishot completion that
@@ -68,57 +85,84 @@ pub(crate) enum Op {
     /// In-flight request `which` completes and the host reaps it, but
     /// `fo_complete` misses it: its `inflight` entry stays.
     Lose { which: usize },
-    /// With [`Rules::reloads`]: the kernel view is unloaded and loaded
-    /// again: fresh maps, the thread's slot table unchanged.
-    Reload,
+    /// The kernel view is unloaded and loaded again: fresh maps (the thread
+    /// is registered nowhere), a new generation, the thread's slot table
+    /// unchanged. With `crowded` (and [`Rules::registration_failures`]) the
+    /// thread's next attempt to register fails.
+    Reload { crowded: bool },
+    /// With [`Rules::ring_seq_evictions`]: the LRU map `ring_seq` evicts
+    /// the ring's entry.
+    EvictRingSeq,
 }
 
-/// What the host and the kernel may do besides the ordinary steps.
+/// What the host and the kernel may do besides the ordinary steps (pushes
+/// tagged or not, late tags, submissions, failed submissions, completions,
+/// lost completions, reloads).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Rules {
     /// The host pushes a `user_data` only when no request of its is pending
     /// or in flight (slab indices); otherwise any value, duplicates too.
     pub(crate) reuse_only_free: bool,
-    /// Some SQEs fail at submission before `fo_submit` (bad opcode, flags):
-    /// the kernel posts an error CQE and stops the batch there.
-    pub(crate) init_failures: bool,
-    /// The kernel view may be reloaded.
-    pub(crate) reloads: bool,
+    /// `bpf_probe_read_user` of a slot may fault (the table's page is not
+    /// mapped at that moment: swapped out, or made PROT_NONE by NUMA
+    /// balancing; the read cannot fault it in).
+    pub(crate) read_faults: bool,
+    /// Registering the thread in a fresh `threads` map may fail; `tag_as`
+    /// still writes the slot.
+    pub(crate) registration_failures: bool,
+    /// `ring_seq`, an LRU map, may evict the ring's entry.
+    pub(crate) ring_seq_evictions: bool,
 }
 
 /// The contract the host is expected to keep: a `user_data` reused only
-/// once its request completed, every SQE reaching `fo_submit`, one load.
+/// once its request completed (or failed). Failed submissions, late tags,
+/// SQEs submitted in the middle of a poll and reloads are all inside it.
 pub(crate) const CONTRACT: Rules = Rules {
     reuse_only_free: true,
-    init_failures: false,
-    reloads: false,
+    read_faults: false,
+    registration_failures: false,
+    ring_seq_evictions: false,
+};
+
+/// The contract, with the kernel-side mishaps the host cannot prevent: slot
+/// read faults, failed registrations, `ring_seq` evictions.
+pub(crate) const MISHAPS: Rules = Rules {
+    read_faults: true,
+    registration_failures: true,
+    ring_seq_evictions: true,
+    ..CONTRACT
 };
 
 /// Everything allowed.
 pub(crate) const ANYTHING: Rules = Rules {
     reuse_only_free: false,
-    init_failures: true,
-    reloads: true,
+    ..MISHAPS
 };
 
-/// Where the slot a misattributed request read came from.
+/// Where the slot a misattributed request read came from (or, for a lost
+/// tagger, why its own slot was refused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cause {
     /// Written by an SQE with the same `user_data` pushed after the request
     /// and before it was submitted.
     DuplicatePending,
-    /// Written by an earlier SQE whose own submission never read it (it
-    /// failed before `fo_submit`, or it was tagged after it was submitted),
-    /// so `ring_seq` never moved past it.
-    SlotNeverRead,
-    /// Written by an earlier SQE submitted under an earlier load: the new
-    /// `ring_seq` map does not know it.
-    SlotFromEarlierLoad,
     /// (For a lost tagger.) An earlier request of the batch read a slot
     /// written after the lost one, by a duplicate `user_data`, which moved
     /// `ring_seq` past the lost one's `seq`: its intact slot looks stale.
     RingSeqAhead,
-    /// None of the above: a bug in the protocol or in this simulation.
+    /// Written by an earlier SQE whose own consumption could not read it:
+    /// `bpf_probe_read_user` faulted, so `ring_seq` never moved past it.
+    ReadFault,
+    /// Written by an earlier SQE while the thread's registration had failed:
+    /// its consumption found no table, so `ring_seq` never moved past it.
+    WrittenUnregistered,
+    /// Written by an earlier SQE and consumed (or refused as stale), but
+    /// `ring_seq` lost the ring's entry since: the ring trusts any matching
+    /// slot of the load again.
+    RingSeqEvicted,
+    /// None of the above: a bug in the protocol or in this simulation
+    /// (a failed submission or a late tag leaving its slot unread, a slot
+    /// of an earlier load trusted: all fixed).
     Unexplained,
 }
 
@@ -131,8 +175,8 @@ pub(crate) enum Violation {
         got: u64,
         cause: Cause,
     },
-    /// A request tagged by a command, unique, its slot intact, yet not
-    /// attributed to that command.
+    /// A request tagged by a command, unique, its slot intact and of the
+    /// current load, read, yet not attributed to that command.
     TaggerLost {
         request: usize,
         tag: Tag,
@@ -154,13 +198,17 @@ pub(crate) enum Violation {
     },
 }
 
-/// An SQE pushed, not yet submitted.
+/// An SQE pushed, not yet consumed by the kernel.
 #[derive(Clone, Copy, Debug)]
 struct Pushed {
     id: usize,
+    /// Its position in the SQ (pushes so far when it was pushed).
+    position: usize,
     user_data: u64,
+    /// The tag in effect: as pushed, or the late tag of a poll's end.
     tag: Tag,
     fails: bool,
+    faults: bool,
     /// Another SQE with the same `user_data` was pending when it was pushed.
     duplicate_before: bool,
 }
@@ -181,8 +229,12 @@ struct InFlight {
 /// What became of a push, for explaining misattributions.
 #[derive(Clone, Copy, Debug, Default)]
 struct History {
-    /// The load during which `fo_submit` saw it; `None`: never.
-    submitted_in_load: Option<u32>,
+    /// What its own consumption (`fo_submit` or `fo_failed`) read, and
+    /// when; `None`: not consumed yet.
+    read: Option<(SlotRead, u64)>,
+    /// When a consumption last used the slot it wrote: (generation, time,
+    /// the slot's `seq`, as the push may write its slot twice).
+    slot_used: Option<(u32, u64, u64)>,
 }
 
 /// The host thread, its ring and the kernel programs.
@@ -194,14 +246,32 @@ pub(crate) struct Sim {
     /// The push that last wrote each slot.
     writer: Vec<Option<usize>>,
     next_seq: u64,
+    /// Whether the slot table is allocated (on the first tag).
+    table: bool,
+    /// The generation the thread registered under (`registered`), and
+    /// whether with its table (`registered_slots`).
+    registered: Option<u32>,
+    registered_slots: bool,
+    /// The next registration attempt fails.
+    registration_fails: bool,
+    /// SQEs pushed so far (the SQ tail) and consumed so far (the SQ head).
+    tail: usize,
+    head: usize,
+    /// The running poll: its command and the SQ tail when it started.
+    poll: Option<(u64, usize)>,
     pending: VecDeque<Pushed>,
     in_flight: Vec<InFlight>,
     history: Vec<History>,
     // The kernel.
-    load: u32,
+    /// The loaded programs' `generation` (and the host's `GENERATION`).
+    generation: u32,
+    /// Whether `threads` holds the thread with its slot table.
+    thread_entry: bool,
     ring_seq: Option<u64>,
     /// The push whose slot set `ring_seq`.
     ring_seq_writer: Option<usize>,
+    /// When `ring_seq` last lost the ring's entry.
+    ring_seq_evicted_at: Option<u64>,
     /// The `inflight` LRU map, least recently used first.
     inflight: Vec<(u64, Inflight)>,
     free_reqs: Vec<u64>,
@@ -209,9 +279,24 @@ pub(crate) struct Sim {
     now: u64,
     // What happened.
     submitted: u64,
+    pub(crate) failed: u64,
+    /// Failed SQEs whose consumption used their slot.
+    pub(crate) failed_slots_used: u64,
     pub(crate) attributed: u64,
     pub(crate) unattributed: u64,
+    /// Slot reads (by `fo_submit` and `fo_failed`) refused, by counter.
     pub(crate) rejected: [u64; model_counters::LEN],
+    /// Mismatches of a slot with the right `user_data` but another
+    /// generation.
+    pub(crate) generation_mismatches: u64,
+    /// Consumptions that found no slot table.
+    pub(crate) no_table: u64,
+    /// Slots written at the end of a poll.
+    pub(crate) late_tags: u64,
+    /// SQEs of a poll the kernel consumed before it ended, left untagged.
+    pub(crate) consumed_mid_poll: u64,
+    pub(crate) failed_registrations: u64,
+    pub(crate) ring_seq_evictions: u64,
     pub(crate) evictions: u64,
     pub(crate) stale_entries_overwritten: u64,
     pub(crate) completions: u64,
@@ -230,7 +315,7 @@ pub(crate) mod model_counters {
             Counter::ReadFaults => 0,
             Counter::SlotMismatch => 1,
             Counter::StaleSlots => 2,
-            other => panic!("fo_submit rejects a slot with {other:?}"),
+            other => panic!("consume_slot rejects a slot with {other:?}"),
         }
     }
 }
@@ -242,20 +327,37 @@ impl Sim {
             slots: vec![Slot::default(); SLOTS],
             writer: vec![None; SLOTS],
             next_seq: SEQ_BASE,
+            table: false,
+            registered: None,
+            registered_slots: false,
+            registration_fails: false,
+            tail: 0,
+            head: 0,
+            poll: None,
             pending: VecDeque::new(),
             in_flight: Vec::new(),
             history: Vec::new(),
-            load: 0,
+            generation: FIRST_GENERATION,
+            thread_entry: false,
             ring_seq: None,
             ring_seq_writer: None,
+            ring_seq_evicted_at: None,
             inflight: Vec::new(),
             free_reqs: Vec::new(),
             next_req: 0xffff_8882_0000_0000,
             now: 0,
             submitted: 0,
+            failed: 0,
+            failed_slots_used: 0,
             attributed: 0,
             unattributed: 0,
             rejected: [0; model_counters::LEN],
+            generation_mismatches: 0,
+            no_table: 0,
+            late_tags: 0,
+            consumed_mid_poll: 0,
+            failed_registrations: 0,
+            ring_seq_evictions: 0,
             evictions: 0,
             stale_entries_overwritten: 0,
             completions: 0,
@@ -281,12 +383,18 @@ impl Sim {
                 user_data,
                 tag,
                 fails,
-            } => self.push(user_data, tag, fails && self.rules.init_failures),
+                faults,
+            } => self.push(user_data, tag, fails, faults && self.rules.read_faults),
+            Op::Poll { command } => match self.poll.take() {
+                None => self.poll_start(command),
+                Some((command, before)) => self.poll_end(command, before),
+            },
             Op::Submit => self.submit(),
             Op::Complete { which, more } => self.complete(which, more),
             Op::Lose { which } => self.lose(which),
-            Op::Reload if self.rules.reloads => self.reload(),
-            Op::Reload => {}
+            Op::Reload { crowded } => self.reload(crowded && self.rules.registration_failures),
+            Op::EvictRingSeq if self.rules.ring_seq_evictions => self.evict_ring_seq(),
+            Op::EvictRingSeq => {}
         }
     }
 
@@ -295,21 +403,45 @@ impl Sim {
             || self.in_flight.iter().any(|r| r.user_data == user_data)
     }
 
-    /// Writes the slot of the submitted request `id` as `tag_sqe` would
-    /// have, but after its submission.
-    pub(crate) fn tag_late(&mut self, id: usize, command: u64) {
-        let request = self
-            .in_flight
-            .iter()
-            .find(|r| r.id == id)
-            .expect("in flight");
-        let index = model::slot_index(request.user_data);
+    /// The slot `user_data` maps to.
+    pub(crate) fn slot(&self, user_data: u64) -> Slot {
+        self.slots[model::slot_index(user_data)]
+    }
+
+    /// `ThreadState::register`: one update of `threads` with the table's
+    /// address (null before the first tag), which may fail.
+    fn register(&mut self) {
+        if self.registration_fails {
+            // The update failed: `registered` stays as it was.
+            self.registration_fails = false;
+            self.failed_registrations += 1;
+            return;
+        }
+        self.thread_entry = self.table;
+        self.registered = Some(self.generation);
+        self.registered_slots = self.table;
+    }
+
+    /// `threads::tag_as` for push `id`: allocates the table, registers if
+    /// the thread is not registered with it under this generation, and
+    /// writes the slot (registered or not).
+    fn tag_as(&mut self, id: usize, user_data: u64, tag: Tag) {
+        let command = match tag {
+            Tag::Untagged => return,
+            Tag::Outside => 0,
+            Tag::Command(command) => command,
+        };
+        self.table = true;
+        if self.registered != Some(self.generation) || !self.registered_slots {
+            self.register();
+        }
+        let index = model::slot_index(user_data);
         self.slots[index] = Slot {
-            user_data: request.user_data,
+            user_data,
             command,
             seq: self.next_seq,
-            kind: Tag::Command(command).kind(),
-            _pad: 0,
+            kind: tag.kind(),
+            generation: self.generation,
         };
         self.writer[index] = Some(id);
         self.next_seq += 1;
@@ -317,7 +449,7 @@ impl Sim {
 
     /// The host pushes an SQE and, unless untagged, writes its slot the way
     /// `tag_sqe` does.
-    fn push(&mut self, pick: usize, tag: Tag, fails: bool) {
+    fn push(&mut self, pick: usize, tag: Tag, fails: bool, faults: bool) {
         let user_data = if self.rules.reuse_only_free {
             let free = (0..USER_DATA.len())
                 .map(|i| USER_DATA[(pick + i) % USER_DATA.len()])
@@ -331,55 +463,115 @@ impl Sim {
         };
         let id = self.history.len();
         self.history.push(History::default());
-        let command = match tag {
-            Tag::Untagged => None,
-            Tag::Outside => Some(0),
-            Tag::Command(command) => Some(command),
-        };
-        if let Some(command) = command {
-            let index = model::slot_index(user_data);
-            self.slots[index] = Slot {
-                user_data,
-                command,
-                seq: self.next_seq,
-                kind: tag.kind(),
-                _pad: 0,
-            };
-            self.writer[index] = Some(id);
-            self.next_seq += 1;
-        }
+        self.tag_as(id, user_data, tag);
         let duplicate_before = self.pending.iter().any(|p| p.user_data == user_data);
         self.pending.push_back(Pushed {
             id,
+            position: self.tail,
             user_data,
             tag,
             fails,
+            faults,
             duplicate_before,
         });
+        self.tail += 1;
+    }
+
+    /// `enter_command`: registers the thread if it is not registered under
+    /// this generation (with its table if it has one), and notes the tail.
+    fn poll_start(&mut self, command: u64) {
+        if self.registered != Some(self.generation) {
+            self.register();
+        }
+        self.poll = Some((command, self.tail));
+    }
+
+    /// `exit_command`'s `pushed_since(before)`: the positions from
+    /// `max(before, head)` to the tail, in order, tagged with the poll's
+    /// command; the ones the kernel consumed during the poll are not.
+    fn poll_end(&mut self, command: u64, before: usize) {
+        self.consumed_mid_poll += self.head.saturating_sub(before) as u64;
+        let tag = Tag::Command(command);
+        for at in 0..self.pending.len() {
+            let request = self.pending[at];
+            if request.position >= before {
+                self.tag_as(request.id, request.user_data, tag);
+                self.pending[at].tag = tag;
+                self.late_tags += 1;
+            }
+        }
     }
 
     /// `io_uring_enter`: every pending SQE in push order, `fo_submit` for
-    /// each, until one fails at submission.
+    /// each, until one fails at submission (`fo_failed`).
     fn submit(&mut self) {
         while let Some(request) = self.pending.pop_front() {
+            self.head += 1;
             if request.fails {
-                // io_submit_sqe fails before trace_io_uring_submit_req; the
+                // io_submit_sqe fails in io_init_req, before
+                // trace_io_uring_submit_req: trace_io_uring_req_failed. The
                 // host reaps the error CQE and frees the user_data. Without
                 // IORING_SETUP_SUBMIT_ALL the kernel stops the batch here.
+                self.fo_failed(request);
                 break;
             }
             self.fo_submit(request);
         }
     }
 
+    /// What `consume_slot` reads for `request`.
+    fn read(&self, request: &Pushed) -> SlotRead {
+        if !self.thread_entry {
+            SlotRead::NoTable
+        } else if request.faults {
+            SlotRead::Fault
+        } else {
+            SlotRead::Slot(self.slot(request.user_data))
+        }
+    }
+
+    /// Notes what `consume_slot` did for `request`: its counters, and the
+    /// new `ring_seq`.
+    fn consumed(&mut self, request: &Pushed, read: SlotRead, consumption: Consumption) {
+        self.history[request.id].read = Some((read, self.now));
+        match (consumption.rejected, read) {
+            (Some(counter), _) => {
+                self.rejected[model_counters::index(counter)] += 1;
+                if let SlotRead::Slot(slot) = read
+                    && counter == Counter::SlotMismatch
+                    && slot.user_data == request.user_data
+                {
+                    self.generation_mismatches += 1;
+                }
+            }
+            (None, SlotRead::NoTable) => self.no_table += 1,
+            (None, SlotRead::Fault) => unreachable!("a fault is counted"),
+            (None, SlotRead::Slot(slot)) => {
+                // The slot read was written by `writer` (a slot never
+                // written has generation 0, never used).
+                let writer = self.writer[model::slot_index(request.user_data)];
+                if let Some(writer) = writer {
+                    self.history[writer].slot_used = Some((self.generation, self.now, slot.seq));
+                }
+                self.ring_seq_writer = writer;
+            }
+        }
+        self.ring_seq = consumption.ring_seq;
+    }
+
+    fn fo_failed(&mut self, request: Pushed) {
+        let read = self.read(&request);
+        let consumption = model::failed(read, request.user_data, self.generation, self.ring_seq);
+        self.failed += 1;
+        if consumption.rejected.is_none() && matches!(read, SlotRead::Slot(_)) {
+            self.failed_slots_used += 1;
+        }
+        self.consumed(&request, read, consumption);
+    }
+
     fn fo_submit(&mut self, request: Pushed) {
-        let index = model::slot_index(request.user_data);
-        let decision = model::submit(
-            SlotRead::Slot(self.slots[index]),
-            request.user_data,
-            self.ring_seq,
-        );
-        self.ring_seq = decision.ring_seq;
+        let read = self.read(&request);
+        let decision = model::submit(read, request.user_data, self.generation, self.ring_seq);
         self.submitted += 1;
         match decision.counted {
             Counter::Attributed => self.attributed += 1,
@@ -387,19 +579,16 @@ impl Sim {
             other => panic!("fo_submit counted {other:?}"),
         }
         self.decisions.push((request.id, request.tag, decision));
-        // Before noting the slot read, so a misattribution is explained by
+        // Before noting the slot used, so a misattribution is explained by
         // the slot as it was.
-        self.check_submission(&request, &decision);
-        match (decision.rejected, self.writer[index]) {
-            (Some(counter), _) => self.rejected[model_counters::index(counter)] += 1,
-            // The slot read was written by `writer` (else it is the all-zero
-            // slot of a table never written there, read by user_data 0).
-            (None, Some(writer)) => {
-                self.history[writer].submitted_in_load = Some(self.load);
-                self.ring_seq_writer = Some(writer);
-            }
-            (None, None) => {}
-        }
+        self.check_submission(&request, read, &decision);
+        let consumption = Consumption {
+            command: decision.command,
+            kind: decision.kind,
+            ring_seq: decision.ring_seq,
+            rejected: decision.rejected,
+        };
+        self.consumed(&request, read, consumption);
 
         let req = self.free_reqs.pop().unwrap_or_else(|| {
             self.next_req += 0x100;
@@ -427,7 +616,7 @@ impl Sim {
     }
 
     /// The properties of one submission.
-    fn check_submission(&mut self, request: &Pushed, decision: &Submission) {
+    fn check_submission(&mut self, request: &Pushed, read: SlotRead, decision: &Submission) {
         // A request attributed to C was tagged by C.
         if decision.command != 0
             && (request.tag != Tag::Command(decision.command)
@@ -442,19 +631,19 @@ impl Sim {
             });
         }
         // A request tagged by C, unique among the pending SQEs, whose slot
-        // nobody overwrote, is attributed to C.
+        // nobody overwrote since, read under the load it was written for,
+        // is attributed to C.
         if let Tag::Command(command) = request.tag {
             let index = model::slot_index(request.user_data);
-            let overwritten = self.pending.iter().any(|later| {
-                later.tag != Tag::Untagged && model::slot_index(later.user_data) == index
-            });
+            let own_slot_read = matches!(read, SlotRead::Slot(slot) if slot.generation == self.generation)
+                && self.writer[index] == Some(request.id);
             let unique = !request.duplicate_before
                 && !self
                     .pending
                     .iter()
                     .any(|later| later.user_data == request.user_data);
             if unique
-                && !overwritten
+                && own_slot_read
                 && (decision.command != command || decision.kind != request.tag.kind())
             {
                 let ahead = self
@@ -477,7 +666,8 @@ impl Sim {
 
     /// Which case a misattribution of `request` is.
     fn explain(&self, request: &Pushed) -> Cause {
-        let Some(writer) = self.writer[model::slot_index(request.user_data)] else {
+        let index = model::slot_index(request.user_data);
+        let Some(writer) = self.writer[index] else {
             return Cause::Unexplained;
         };
         if writer > request.id {
@@ -488,10 +678,24 @@ impl Sim {
                 Cause::Unexplained
             };
         }
-        match self.history[writer].submitted_in_load {
-            None => Cause::SlotNeverRead,
-            Some(load) if load < self.load => Cause::SlotFromEarlierLoad,
-            Some(_) => Cause::Unexplained,
+        let history = self.history[writer];
+        let evicted_since = |at| self.ring_seq_evicted_at.is_some_and(|e| e > at);
+        if let Some((generation, at, seq)) = history.slot_used
+            && seq == self.slots[index].seq
+        {
+            return if generation == self.generation && evicted_since(at) {
+                Cause::RingSeqEvicted
+            } else {
+                Cause::Unexplained
+            };
+        }
+        match history.read {
+            Some((SlotRead::Fault, _)) => Cause::ReadFault,
+            Some((SlotRead::NoTable, _)) => Cause::WrittenUnregistered,
+            // Refused as stale (`ring_seq` was ahead of it, see
+            // `Cause::RingSeqAhead`), and the refusal forgotten since.
+            Some((SlotRead::Slot(_), at)) if evicted_since(at) => Cause::RingSeqEvicted,
+            _ => Cause::Unexplained,
         }
     }
 
@@ -576,14 +780,25 @@ impl Sim {
         self.free_reqs.push(request.req);
     }
 
-    fn reload(&mut self) {
-        self.load += 1;
+    /// A new load: a new generation (the host's slots keep theirs), fresh
+    /// `threads`, `ring_seq` and `inflight` maps.
+    fn reload(&mut self, crowded: bool) {
+        self.generation += 1;
+        self.thread_entry = false;
+        self.registration_fails = crowded;
         self.ring_seq = None;
         self.ring_seq_writer = None;
         self.inflight.clear();
         for request in &mut self.in_flight {
             request.tracked = false;
         }
+    }
+
+    fn evict_ring_seq(&mut self) {
+        self.ring_seq = None;
+        self.ring_seq_writer = None;
+        self.ring_seq_evicted_at = Some(self.now);
+        self.ring_seq_evictions += 1;
     }
 
     pub(crate) fn check_counts(&mut self) {
