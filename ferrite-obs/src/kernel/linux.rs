@@ -411,27 +411,17 @@ impl Loaded {
     }
 
     fn io(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<IoFigures> {
-        let mut io: Vec<IoFigures> = self
-            .io_stats
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(key, per_cpu)| {
-                let mut total = IoStats::default();
-                for cpu in per_cpu.iter() {
-                    total.add(cpu);
-                }
-                IoFigures {
-                    command: if key.kind == 0 { None } else { name(key.kind) },
-                    opcode: key.opcode,
-                    opcode_name: opcode_name(key.opcode)
-                        .map_or_else(|| format!("op{}", key.opcode), str::to_owned),
-                    ops: total.ops,
-                    errors: total.errors,
-                    bytes: total.bytes,
-                    punts: total.punts,
-                    latency_sum: Duration::from_nanos(total.latency_ns),
-                    buckets: total.buckets.to_vec(),
-                }
+        let mut io: Vec<IoFigures> = fold(&self.io_stats, IoStats::add)
+            .map(|(key, total)| IoFigures {
+                command: if key.kind == 0 { None } else { name(key.kind) },
+                opcode: key.opcode,
+                opcode_name: opcode_label(key.opcode),
+                ops: total.ops,
+                errors: total.errors,
+                bytes: total.bytes,
+                punts: total.punts,
+                latency_sum: Duration::from_nanos(total.latency_ns),
+                buckets: total.buckets.to_vec(),
             })
             .collect();
         io.sort_by(|a, b| (a.command, a.opcode).cmp(&(b.command, b.opcode)));
@@ -439,22 +429,13 @@ impl Loaded {
     }
 
     fn off_cpu(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<OffCpuFigures> {
-        let mut off: Vec<OffCpuFigures> = self
-            .offcpu
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(kind, per_cpu)| {
-                let mut total = OffCpu::default();
-                for cpu in per_cpu.iter() {
-                    total.add(cpu);
-                }
-                OffCpuFigures {
-                    command: name(kind),
-                    blocked: Duration::from_nanos(total.blocked_ns),
-                    preempted: Duration::from_nanos(total.preempted_ns),
-                    switches: total.switches,
-                    long_blocks: total.long_blocks,
-                }
+        let mut off: Vec<OffCpuFigures> = fold(&self.offcpu, OffCpu::add)
+            .map(|(kind, total)| OffCpuFigures {
+                command: name(kind),
+                blocked: Duration::from_nanos(total.blocked_ns),
+                preempted: Duration::from_nanos(total.preempted_ns),
+                switches: total.switches,
+                long_blocks: total.long_blocks,
             })
             .collect();
         off.sort_by(|a, b| a.command.cmp(&b.command));
@@ -485,12 +466,30 @@ impl Loaded {
                 command_id: raw.command,
                 command: if raw.kind == 0 { None } else { name(raw.kind) },
                 duration: Duration::from_nanos(raw.duration_ns),
-                opcode: is_io.then(|| {
-                    opcode_name(raw.opcode)
-                        .map_or_else(|| format!("op{}", raw.opcode), str::to_owned)
-                }),
+                opcode: is_io.then(|| opcode_label(raw.opcode)),
                 result: is_io.then_some(raw.res),
             });
         }
     }
+}
+
+/// Every entry of a per-CPU map, its CPUs' values added up with `add`.
+fn fold<'a, K: aya::Pod, V: aya::Pod + Default>(
+    map: &'a PerCpuHashMap<MapData, K, V>,
+    add: fn(&mut V, &V),
+) -> impl Iterator<Item = (K, V)> + 'a {
+    map.iter()
+        .filter_map(Result::ok)
+        .map(move |(key, per_cpu)| {
+            let mut total = V::default();
+            for cpu in per_cpu.iter() {
+                add(&mut total, cpu);
+            }
+            (key, total)
+        })
+}
+
+/// An opcode's name, or `op<N>` for one newer than the table.
+fn opcode_label(opcode: u32) -> String {
+    opcode_name(opcode).map_or_else(|| format!("op{opcode}"), str::to_owned)
 }
