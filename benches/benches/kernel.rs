@@ -180,7 +180,6 @@ fn map_entries() -> String {
         "offcpu",
         "threads",
         "switched_out",
-        "ring_seq",
     ] {
         let Some(at) = text.find(&format!("\"name\":\"{name}\"")) else {
             continue;

@@ -30,7 +30,7 @@ volatile const __u32 generation = 0;
 
 /* Default sizes; the loader may override every max_entries. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct fo_thread);
@@ -44,13 +44,6 @@ struct {
 	__type(value, struct fo_inflight);
 } inflight SEC(".maps");
 
-/* Ring (kernel ctx address) -> seq of the last slot read for it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u64);
-} ring_seq SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -194,10 +187,9 @@ static __always_inline struct fo_command *command_of(__u64 command)
 	return bpf_map_lookup_elem(&commands, &command);
 }
 
-/* The command that pushed the SQE carrying `user_data` to ring `ctx`, as
- * the submitting thread's slot table says, or 0; consumes the slot (see
- * struct fo_slot). */
-static __always_inline __u64 consume_slot(__u32 tid, __u64 ctx, __u64 user_data, __u32 *kind)
+/* The command that pushed the SQE carrying `user_data`, as the submitting
+ * thread's slot table says, or 0; consumes the slot (see struct fo_slot). */
+static __always_inline __u64 consume_slot(__u32 tid, __u64 user_data, __u32 *kind)
 {
 	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &tid);
 	if (!thread || !thread->slots)
@@ -212,15 +204,11 @@ static __always_inline __u64 consume_slot(__u32 tid, __u64 ctx, __u64 user_data,
 		count(FO_C_SLOT_MISMATCH);
 		return 0;
 	}
-	__u64 *last = bpf_map_lookup_elem(&ring_seq, &ctx);
-	if (last && slot.seq <= *last) {
+	if (slot.seq <= thread->last_seq) {
 		count(FO_C_STALE_SLOTS);
 		return 0;
 	}
-	if (last)
-		*last = slot.seq; /* only this ring's submitter writes it */
-	else
-		bpf_map_update_elem(&ring_seq, &ctx, &slot.seq, BPF_ANY);
+	thread->last_seq = slot.seq; /* only this thread's programs write it */
 	*kind = slot.kind;
 	return slot.command;
 }
@@ -239,7 +227,7 @@ int fo_submit(struct trace_event_raw_io_uring_submit_req *tp)
 		.opcode = tp->opcode,
 	};
 	count(FO_C_SUBMITTED);
-	request.command = consume_slot(tid, ctx, tp->user_data, &request.kind);
+	request.command = consume_slot(tid, tp->user_data, &request.kind);
 	count(request.command ? FO_C_ATTRIBUTED : FO_C_UNATTRIBUTED);
 
 	__u64 req = (__u64)tp->req;
@@ -332,7 +320,7 @@ int fo_failed(struct trace_event_raw_io_uring_req_failed *tp)
 	/* It never reaches io_uring_submit_req: consume its slot here, or a
 	 * later untagged SQE with the same user_data would inherit it. */
 	__u32 kind = 0;
-	consume_slot((__u32)bpf_get_current_pid_tgid(), (__u64)tp->ctx, tp->user_data, &kind);
+	consume_slot((__u32)bpf_get_current_pid_tgid(), tp->user_data, &kind);
 	return 0;
 }
 

@@ -23,16 +23,18 @@
 
 /* One slot: the command that pushed the SQE carrying `user_data`.
  *
- * `seq` increases with every slot a thread writes, and a ring consumes SQEs
- * in the order they were pushed, so the slots of one ring's SQEs are read in
- * increasing `seq` order: a slot whose `seq` is not above the last one read
- * for that ring (map `ring_seq`) was already used, by an earlier SQE with the
- * same user_data, and the SQE being submitted was never tagged. It counts as
+ * `seq` increases with every slot a thread writes, a thread pushes to one
+ * ring only (the contract), and a ring consumes SQEs in the order they were
+ * pushed, so a thread's slots are read in increasing `seq` order: a slot
+ * whose `seq` is not above the last one read for that thread
+ * (`fo_thread.last_seq`) was already used, by an earlier SQE with the same
+ * user_data, and the SQE being submitted was never tagged. It counts as
  * unattributed instead of inheriting a stale command.
  *
  * `generation` is the load the slot was written under (the loader's
  * `generation` constant): a slot written for an earlier load of the
- * programs, whose `ring_seq` entries are gone, is never trusted.
+ * programs, or before the thread's registration in this load, is never
+ * trusted (userspace writes generation 0 while unregistered).
  *
  * Every SQE that reaches the kernel consumes its slot, whether it is
  * submitted (fo_submit) or fails before submission (fo_failed), so no
@@ -51,10 +53,13 @@ struct fo_current {
 	__u64 kind;
 };
 
-/* Map `threads` (tid -> registration): where a thread's tables live. */
+/* Map `threads` (tid -> registration): where a thread's tables live.
+ * A hash that never evicts: entries leave when their thread exits. */
 struct fo_thread {
-	__u64 slots;   /* address of FO_SLOTS struct fo_slot, or 0 */
-	__u64 current; /* address of a struct fo_current, or 0 */
+	__u64 slots;    /* address of FO_SLOTS struct fo_slot, or 0 */
+	__u64 current;  /* address of a struct fo_current, or 0 */
+	__u64 last_seq; /* seq of the last slot read; the programs write it,
+			   a registration (userspace) resets it to 0 */
 };
 
 /* ---- kernel-side state */

@@ -43,6 +43,9 @@ pub struct ThreadRegistration {
     pub slots: u64,
     /// Address of the thread's [`Current`], or 0.
     pub current: u64,
+    /// `seq` of the last slot the programs read for this thread; a
+    /// registration writes 0.
+    pub last_seq: u64,
 }
 
 /// Value of the `inflight` map (`struct fo_inflight`), keyed by the kernel's

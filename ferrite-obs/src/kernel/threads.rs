@@ -123,6 +123,14 @@ pub(super) fn tag_as(user_data: u64, command: u64, kind: u32) {
         if state.registered.get() != generation || !state.registered_slots.get() {
             state.register(generation);
         }
+        // Unregistered (the map refused the thread): a slot written now
+        // would be trusted once a later registration succeeds, for an SQE
+        // the kernel never read it for. Generation 0 is never trusted.
+        let generation = if state.registered.get() == generation && state.registered_slots.get() {
+            generation
+        } else {
+            0
+        };
         let seq = state.seq.get();
         state.seq.set(seq + 1);
         // SAFETY: `table` is this thread's own allocation, alive until the
@@ -161,6 +169,7 @@ impl ThreadState {
         let registration = ThreadRegistration {
             slots: self.slots.get() as u64,
             current: crate::command::current_cell_address(),
+            last_seq: 0,
         };
         // A failed update (map full) leaves the thread unregistered: its
         // requests count as unattributed, and the next poll tries again.
