@@ -408,7 +408,11 @@ fn slow_commands_are_logged_newest_first_in_a_bounded_ring() {
     // With the kernel view, a sleeping command's time is off-CPU; without
     // it there is no breakdown, rather than a made-up one.
     let kernel = &json["entries"][1]["kernel"];
-    if handle.status().kernel.is_active() {
+    let active = handle.status().kernel.is_active();
+    if std::env::var_os("FERRITE_OBS_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+        assert!(active, "the kernel view: {}", handle.status().kernel);
+    }
+    if active {
         let off_cpu = kernel["off_cpu_ns"].as_u64().expect("a breakdown");
         let on_cpu = kernel["on_cpu_ns"].as_u64().unwrap();
         assert!(off_cpu >= 25_000_000, "the sleep is off-CPU: {kernel}");

@@ -235,10 +235,10 @@ where
 
 /// A descriptor of the `threads` map of its own, for thread registration.
 fn duplicate(map: &aya::maps::Map) -> Result<OwnedFd, Failure> {
-    let aya::maps::Map::LruHashMap(data) = map else {
+    let aya::maps::Map::HashMap(data) = map else {
         return Err(Failure {
             step: LoadStep::CreateMaps,
-            error: "map `threads` is not an LRU hash".to_owned(),
+            error: "map `threads` is not a hash".to_owned(),
             fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
         });
     };
