@@ -35,28 +35,25 @@ pub struct Consumption {
     pub command: u64,
     /// `*kind` (left as the caller set it, 0, unless the slot is used).
     pub kind: u32,
-    /// The ring's `ring_seq` entry after the decision (`None`: still absent).
-    pub ring_seq: Option<u64>,
+    /// The thread's `last_seq` (`thread->last_seq`, in its `threads`
+    /// entry) after the decision: the slot's `seq` when the slot is used,
+    /// unchanged otherwise.
+    pub last_seq: u64,
     /// Why the slot was not used, when one was read but not used:
     /// [`Counter::ReadFaults`], [`Counter::SlotMismatch`] or
     /// [`Counter::StaleSlots`], as counted.
     pub rejected: Option<Counter>,
 }
 
-/// `consume_slot(tid, ctx, user_data, &kind)` for the SQE carrying
-/// `user_data`, given what it reads from the thread's slot table, the
-/// load's `generation` constant and the ring's `ring_seq` entry (`None`:
-/// absent).
-pub fn consume_slot(
-    read: SlotRead,
-    user_data: u64,
-    generation: u32,
-    ring_seq: Option<u64>,
-) -> Consumption {
+/// `consume_slot(tid, user_data, &kind)` for the SQE carrying `user_data`,
+/// given what it reads from the submitting thread's slot table, the load's
+/// `generation` constant and the thread's `last_seq` (its `threads` entry's;
+/// neither read nor written when there is no table, [`SlotRead::NoTable`]).
+pub fn consume_slot(read: SlotRead, user_data: u64, generation: u32, last_seq: u64) -> Consumption {
     let unused = |rejected| Consumption {
         command: 0,
         kind: 0,
-        ring_seq,
+        last_seq,
         rejected,
     };
     let slot = match read {
@@ -71,18 +68,16 @@ pub fn consume_slot(
     if slot.user_data != user_data || slot.generation != generation {
         return unused(Some(Counter::SlotMismatch));
     }
-    // if (last && slot.seq <= *last) { count(FO_C_STALE_SLOTS); return 0; }
-    if let Some(last) = ring_seq
-        && slot.seq <= last
-    {
+    // if (slot.seq <= thread->last_seq) { count(FO_C_STALE_SLOTS); return 0; }
+    if slot.seq <= last_seq {
         return unused(Some(Counter::StaleSlots));
     }
-    // if (last) *last = slot.seq; else bpf_map_update_elem(&ring_seq, ...);
+    // thread->last_seq = slot.seq;
     // *kind = slot.kind; return slot.command;
     Consumption {
         command: slot.command,
         kind: slot.kind,
-        ring_seq: Some(slot.seq),
+        last_seq: slot.seq,
         rejected: None,
     }
 }
@@ -95,8 +90,8 @@ pub struct Submission {
     pub command: u64,
     /// `request.kind`.
     pub kind: u32,
-    /// The ring's `ring_seq` entry after the decision (`None`: still absent).
-    pub ring_seq: Option<u64>,
+    /// The thread's `last_seq` after the decision (see [`Consumption`]).
+    pub last_seq: u64,
     /// Why the slot was not used, when it was not: [`Counter::ReadFaults`],
     /// [`Counter::SlotMismatch`] or [`Counter::StaleSlots`].
     pub rejected: Option<Counter>,
@@ -106,17 +101,12 @@ pub struct Submission {
 
 /// `fo_submit`'s decision for the request carrying `user_data`, given what
 /// `consume_slot` reads from the slot table, the load's `generation` and the
-/// ring's `ring_seq` entry (`None`: absent). Mirrors the C from
+/// submitting thread's `last_seq`. Mirrors the C from
 /// `count(FO_C_SUBMITTED)` to the counting of attributed and unattributed
 /// requests.
-pub fn submit(
-    read: SlotRead,
-    user_data: u64,
-    generation: u32,
-    ring_seq: Option<u64>,
-) -> Submission {
-    // request.command = consume_slot(tid, ctx, tp->user_data, &request.kind);
-    let consumed = consume_slot(read, user_data, generation, ring_seq);
+pub fn submit(read: SlotRead, user_data: u64, generation: u32, last_seq: u64) -> Submission {
+    // request.command = consume_slot(tid, tp->user_data, &request.kind);
+    let consumed = consume_slot(read, user_data, generation, last_seq);
     // count(request.command ? FO_C_ATTRIBUTED : FO_C_UNATTRIBUTED);
     let counted = if consumed.command != 0 {
         Counter::Attributed
@@ -126,7 +116,7 @@ pub fn submit(
     Submission {
         command: consumed.command,
         kind: consumed.kind,
-        ring_seq: consumed.ring_seq,
+        last_seq: consumed.last_seq,
         rejected: consumed.rejected,
         counted,
     }
@@ -136,16 +126,11 @@ pub fn submit(
 /// `io_uring_submit_req`: counted as [`Counter::Failed`], never as submitted,
 /// attributed or unattributed, yet it consumes its slot exactly like a
 /// submitted one (the command found is dropped). Arguments as [`submit`].
-pub fn failed(
-    read: SlotRead,
-    user_data: u64,
-    generation: u32,
-    ring_seq: Option<u64>,
-) -> Consumption {
+pub fn failed(read: SlotRead, user_data: u64, generation: u32, last_seq: u64) -> Consumption {
     // count(FO_C_FAILED);
     // __u32 kind = 0;
-    // consume_slot(tid, tp->ctx, tp->user_data, &kind);
-    consume_slot(read, user_data, generation, ring_seq)
+    // consume_slot(tid, tp->user_data, &kind);
+    consume_slot(read, user_data, generation, last_seq)
 }
 
 /// `IORING_CQE_F_MORE`: the request stays in flight (multishot).

@@ -5,8 +5,8 @@
 //! through arbitrary histories of pushes (tagged at push time as `tag_sqe`
 //! does, or at the end of a command's poll as the tokio-uring adapter does),
 //! submissions (some in the middle of a poll), failed submissions,
-//! completions, lost completions, reloads of the programs and reused
-//! `user_data` values.
+//! completions, lost completions, reloads of the programs, refused
+//! registrations and reused `user_data` values.
 //!
 //! What a user relies on:
 //! - a request attributed to command C was tagged by C (never misattributed);
@@ -15,22 +15,28 @@
 //!   slot before it was submitted (a `user_data` with the same low
 //!   `SLOT_BITS` bits pushed in the same batch overwrites the slot: the
 //!   earlier request is then counted as a mismatch, unattributed, by design),
-//!   and the slot was written under the load that reads it;
+//!   and the slot was written under the load that reads it, with the thread
+//!   registered;
 //! - an untagged request is never attributed (a failed SQE consumes its slot
 //!   like a submitted one; an SQE submitted before its poll ends stays
-//!   untagged; a slot of an earlier load is never trusted);
+//!   untagged; a slot of an earlier load, or written while the thread's
+//!   registration was refused, is never trusted);
 //! - attributed + unattributed == submitted, and a completion is accounted
 //!   to the command its own submission was attributed to.
 //!
+//! The kernel knows which slots were used by the `seq` of the last one it
+//! read for the thread, `last_seq`, kept in the thread's `threads` entry (a
+//! hash that never evicts) and reset to 0 by each registration.
+//!
 //! They hold for hosts that reuse a `user_data` only once its request has
 //! completed (tokio-uring's slab indices, the io-uring crate's usual use),
-//! through failed submissions, submissions in the middle of a poll and
-//! reloads (`attribution_within_the_contract`). Kernel-side mishaps the host
-//! cannot prevent (a faulting slot read, a failed registration, an evicted
-//! `ring_seq` entry) still leave a slot that no consumption used, which a
-//! later untagged SQE inherits: `attribution_with_mishaps` checks that those
-//! are the only misattributions then, and the `known_misattribution_*` tests
-//! pin each. Outside the contract (duplicate pending `user_data`, two rings
+//! through failed submissions, submissions in the middle of a poll, reloads
+//! and refused registrations (`attribution_within_the_contract`). One
+//! kernel-side mishap the host cannot prevent, a faulting slot read, still
+//! leaves a slot that no consumption used, which a later untagged SQE
+//! inherits: `attribution_with_mishaps` checks that those are the only
+//! misattributions then, and `known_misattribution_slot_of_a_read_fault`
+//! pins it. Outside the contract (duplicate pending `user_data`, two rings
 //! on one thread) the kernel misattributes too: the tests at the end pin
 //! each case found, and `attribution_outside_the_contract` checks that every
 //! violation is one of them.
@@ -69,7 +75,6 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(which, more)| Op::Complete { which, more }),
         1 => any::<usize>().prop_map(|which| Op::Lose { which }),
         1 => prop::bool::weighted(0.3).prop_map(|crowded| Op::Reload { crowded }),
-        1 => Just(Op::EvictRingSeq),
     ]
 }
 
@@ -77,28 +82,25 @@ fn history() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(op(), 1..160)
 }
 
-/// Whether `cause` is one of the mishaps of [`MISHAPS`].
+/// Whether `cause` is the mishap of [`MISHAPS`].
 fn mishap(cause: Cause) -> bool {
-    matches!(
-        cause,
-        Cause::ReadFault | Cause::WrittenUnregistered | Cause::RingSeqEvicted
-    )
+    cause == Cause::ReadFault
 }
 
 proptest! {
     // At least 1024 histories; more with PROPTEST_CASES for a deeper run.
     #![proptest_config(ProptestConfig::with_cases(ProptestConfig::default().cases.max(1024)))]
 
-    /// Within the contract, failed submissions, late tags and reloads
-    /// included, no violation at all.
+    /// Within the contract, failed submissions, late tags, reloads and
+    /// refused registrations included, no violation at all.
     #[test]
     fn attribution_within_the_contract(ops in history()) {
         let sim = Sim::run(CONTRACT, &ops);
         prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
     }
 
-    /// With the kernel-side mishaps, the only violations are the
-    /// misattributions they explain (`known_misattribution_*` below).
+    /// With slot read faults, the only violations are the misattributions
+    /// they explain (`known_misattribution_slot_of_a_read_fault` below).
     #[test]
     fn attribution_with_mishaps(ops in history()) {
         let sim = Sim::run(MISHAPS, &ops);
@@ -123,7 +125,7 @@ proptest! {
                 Violation::Misattributed { cause, .. } => {
                     *cause == Cause::DuplicatePending || mishap(*cause)
                 }
-                Violation::TaggerLost { cause, .. } => *cause == Cause::RingSeqAhead,
+                Violation::TaggerLost { cause, .. } => *cause == Cause::LastSeqAhead,
                 _ => false,
             };
             prop_assert!(known, "{violation:?} in {:#?}", sim.violations);
@@ -140,8 +142,8 @@ fn histories_reach_every_branch() {
     use proptest::test_runner::TestRunner;
 
     let mut runner = TestRunner::deterministic();
-    let mut contract = [0u64; 13];
-    let mut mishaps = [0u64; 6];
+    let mut contract = [0u64; 18];
+    let mut mishaps = [0u64; 2];
     for _ in 0..256 {
         let ops = history().new_tree(&mut runner).unwrap().current();
         let sim = Sim::run(CONTRACT, &ops);
@@ -151,6 +153,7 @@ fn histories_reach_every_branch() {
             sim.rejected[model_counters::index(Counter::SlotMismatch)],
             sim.generation_mismatches,
             sim.rejected[model_counters::index(Counter::StaleSlots)],
+            sim.no_entry,
             sim.no_table,
             sim.failed_slots_used,
             sim.late_tags,
@@ -163,6 +166,10 @@ fn histories_reach_every_branch() {
                     .iter()
                     .any(|(_, tag, d)| *tag == Tag::Outside && d.rejected.is_none()),
             ),
+            sim.registrations,
+            sim.failed_registrations,
+            sim.unregistered_tags,
+            sim.unregistered_slots_refused,
         ];
         for (total, n) in contract.iter_mut().zip(reached) {
             *total += n;
@@ -176,11 +183,7 @@ fn histories_reach_every_branch() {
         };
         let reached = [
             sim.rejected[model_counters::index(Counter::ReadFaults)],
-            sim.failed_registrations,
-            sim.ring_seq_evictions,
             cause(Cause::ReadFault),
-            cause(Cause::WrittenUnregistered),
-            cause(Cause::RingSeqEvicted),
         ];
         for (total, n) in mishaps.iter_mut().zip(reached) {
             *total += n;
@@ -192,7 +195,8 @@ fn histories_reach_every_branch() {
         "slot mismatches",
         "slots of another generation",
         "stale slots",
-        "consumptions without a slot table",
+        "consumptions without a threads entry",
+        "consumptions with an entry but no slot table",
         "failed submissions that consumed their slot",
         "slots tagged at the end of a poll",
         "SQEs consumed during their poll, left untagged",
@@ -200,18 +204,15 @@ fn histories_reach_every_branch() {
         "inflight entries of lost completions overwritten",
         "tracked completions",
         "slots read tagged outside any command",
+        "registrations",
+        "refused registrations",
+        "slots written while unregistered",
+        "slots written while unregistered, read and refused",
     ];
     for (name, total) in names.iter().zip(contract) {
         assert!(total > 0, "no history reached: {name} ({contract:?})");
     }
-    let names = [
-        "slot read faults",
-        "failed registrations",
-        "ring_seq evictions",
-        "misattributions after a read fault",
-        "misattributions of slots written unregistered",
-        "misattributions after a ring_seq eviction",
-    ];
+    let names = ["slot read faults", "misattributions after a read fault"];
     for (name, total) in names.iter().zip(mishaps) {
         assert!(
             total > 0,
@@ -233,6 +234,7 @@ fn push(user_data: usize, tag: Tag) -> Op {
 /// Index of `USER_DATA` values used below.
 const UD_1: usize = 1;
 const UD_2: usize = 2;
+const UD_3: usize = 3;
 const UD_1_PLUS_SLOTS: usize = 5;
 
 /// Colliding `user_data` in one batch: the later SQE's slot wins, the
@@ -259,7 +261,8 @@ fn colliding_user_data_in_one_batch_leaves_the_earlier_unattributed() {
 }
 
 /// A `user_data` reused after its completion by an untagged SQE: the slot
-/// still names the old command, and `ring_seq` marks it consumed.
+/// still names the old command, and the thread's `last_seq` marks it
+/// consumed.
 #[test]
 fn reused_user_data_untagged_is_stale_not_misattributed() {
     let sim = Sim::run(
@@ -282,18 +285,21 @@ fn reused_user_data_untagged_is_stale_not_misattributed() {
         (reused.command, reused.rejected),
         (0, Some(Counter::StaleSlots))
     );
+    assert_eq!(sim.last_seq(), SEQ_BASE);
 }
 
 // Fixed misattributions: each was a real behaviour of `fo_submit` before
-// every SQE consumed its slot, slots carried their load's generation and
-// the tokio-uring adapter left consumed SQEs untagged.
+// every SQE consumed its slot, slots carried their load's generation (0
+// while the thread is unregistered), the tokio-uring adapter left consumed
+// SQEs untagged and the last slot `seq` read was kept per thread in a map
+// that never evicts.
 
 /// Formerly known misattribution 2: an SQE that fails at submission before
 /// `io_uring_submit_req` (e.g. an invalid opcode or flags) never reached
-/// `fo_submit`, so `ring_seq` never moved past its slot, and an untagged SQE
-/// reusing its `user_data` inherited its command. Now `fo_failed` consumes
-/// the slot: the failed SQE is not counted as submitted, the later one finds
-/// the slot stale.
+/// `fo_submit`, so the last `seq` read never moved past its slot, and an
+/// untagged SQE reusing its `user_data` inherited its command. Now
+/// `fo_failed` consumes the slot: the failed SQE is not counted as
+/// submitted, the later one finds the slot stale.
 #[test]
 fn failed_submission_consumes_its_slot() {
     let sim = Sim::run(
@@ -378,11 +384,12 @@ fn sqes_submitted_during_their_poll_stay_untagged() {
     );
 }
 
-/// Formerly known misattribution 3: after a reload (fresh `ring_seq` map)
-/// the thread's slot table kept what it held, and the first untagged SQE of
-/// the new load whose `user_data` matched an old slot inherited the old
-/// command. Now the slot carries the generation it was written under, and
-/// the new load's programs refuse it as a mismatch.
+/// Formerly known misattribution 3: after a reload (fresh maps, so no
+/// record of the last `seq` read) the thread's slot table kept what it held,
+/// and the first untagged SQE of the new load whose `user_data` matched an
+/// old slot inherited the old command. Now the slot carries the generation
+/// it was written under, and the new load's programs refuse it as a
+/// mismatch.
 #[test]
 fn slot_from_an_earlier_load_is_refused() {
     let sim = Sim::run(
@@ -435,8 +442,125 @@ fn slot_written_before_a_reload_is_refused() {
     );
 }
 
-// Remaining misattributions within the contract: a kernel-side mishap
-// leaves a slot of the current load that no consumption used, so `ring_seq`
+/// Formerly known misattribution 6: the thread fails to register with a new
+/// load (`ThreadState::register`'s update fails: `threads` is full), yet
+/// `tag_as` wrote the slot under the new generation; the SQE, submitted
+/// while the programs knew no table for the thread, left the slot unread,
+/// and once the thread registered, an untagged SQE reusing the `user_data`
+/// inherited it. Now a slot written while unregistered carries generation
+/// 0, which no load trusts: refused as a mismatch, by the SQE that wrote it
+/// too when the thread registers before that SQE is submitted.
+#[test]
+fn slot_written_unregistered_is_refused() {
+    let complete = Op::Complete {
+        which: 0,
+        more: false,
+    };
+    let sim = Sim::run(
+        CONTRACT,
+        &[
+            push(UD_2, Tag::Command(2)),
+            Op::Reload { crowded: true },
+            // The registration is refused: generation 0.
+            push(UD_1, Tag::Command(1)),
+            Op::Submit,
+            complete,
+            complete,
+            // The next poll registers the thread.
+            Op::Poll { command: 3 },
+            Op::Poll { command: 3 },
+            push(UD_1, Tag::Untagged),
+            Op::Submit,
+            complete,
+            Op::Reload { crowded: true },
+            // Refused again, then registered by the next tag, before the
+            // first SQE is submitted.
+            push(UD_1, Tag::Command(1)),
+            push(UD_2, Tag::Command(2)),
+            Op::Submit,
+        ],
+    );
+    assert_eq!(sim.violations, []);
+    assert_eq!(
+        (
+            sim.registrations,
+            sim.failed_registrations,
+            sim.unregistered_tags
+        ),
+        (3, 2, 2)
+    );
+    // Submitted unregistered: no table.
+    assert_eq!(sim.decision(1).command, 0);
+    assert_eq!(sim.slot(USER_DATA[UD_1]).generation, 0);
+    for refused in [2, 3] {
+        let refused = sim.decision(refused);
+        assert_eq!(
+            (refused.command, refused.rejected),
+            (0, Some(Counter::SlotMismatch))
+        );
+    }
+    assert_eq!(sim.unregistered_slots_refused, 2);
+    assert_eq!(sim.decision(4).command, 2);
+}
+
+/// Formerly known misattribution 7: the last slot `seq` read was kept per
+/// ring in an LRU map (`ring_seq`); when it evicted the ring's entry, the
+/// ring trusted any matching slot of the load again, consumed or not. Now it
+/// is the thread's `last_seq`, in its `threads` entry, a hash that never
+/// evicts (the entry leaves with its thread), and only a registration
+/// resets it: within a load the thread registers with its table once, before
+/// it writes any slot of that load, so a slot consumed stays consumed; the
+/// registration with a new load resets it, and the slots of the old load
+/// are refused by their generation instead.
+#[test]
+fn last_seq_is_reset_only_before_the_slots_of_its_load() {
+    let sim = Sim::run(
+        CONTRACT,
+        &[
+            // The poll registers the thread without a table, its end (the
+            // first tag) again with it.
+            Op::Poll { command: 1 },
+            push(UD_1, Tag::Untagged),
+            Op::Poll { command: 1 },
+            Op::Submit,
+            Op::Complete {
+                which: 0,
+                more: false,
+            },
+            // No registration since: the thread is registered with its table.
+            Op::Poll { command: 2 },
+            push(UD_2, Tag::Command(2)),
+            Op::Poll { command: 2 },
+            push(UD_1, Tag::Untagged),
+            Op::Submit,
+            // A new load: registered again, `last_seq` 0.
+            Op::Reload { crowded: false },
+            Op::Poll { command: 3 },
+            Op::Poll { command: 3 },
+            push(UD_3, Tag::Untagged),
+            Op::Submit,
+        ],
+    );
+    assert_eq!(sim.violations, []);
+    assert_eq!(sim.registrations, 3);
+    assert_eq!(sim.decision(0).command, 1);
+    assert_eq!(sim.decision(1).command, 2);
+    let reused = sim.decision(2);
+    assert_eq!(
+        (reused.command, reused.rejected),
+        (0, Some(Counter::StaleSlots))
+    );
+    // An SQE of the new load reading a slot of the old one.
+    let old = sim.decision(3);
+    assert_eq!(
+        (old.command, old.rejected),
+        (0, Some(Counter::SlotMismatch))
+    );
+    assert_eq!(sim.last_seq(), 0);
+}
+
+// The remaining misattribution within the contract: a kernel-side mishap
+// leaves a slot of the current load that no consumption used, so `last_seq`
 // never moves past it, and an untagged SQE reusing the `user_data` inherits
 // its command. Pinned here so that a fix shows up as a failing test to turn
 // around.
@@ -476,78 +600,6 @@ fn known_misattribution_slot_of_a_read_fault() {
     );
 }
 
-/// Known misattribution 6: the thread fails to register with a new load
-/// (`ThreadState::register`'s update fails), yet `tag_as` writes the slot
-/// under the new generation; the SQE is submitted while the programs know
-/// no table for the thread. Once the thread registers, an untagged SQE
-/// reusing the `user_data` inherits the slot.
-#[test]
-fn known_misattribution_slot_written_unregistered() {
-    let sim = Sim::run(
-        MISHAPS,
-        &[
-            push(UD_2, Tag::Command(2)),
-            Op::Reload { crowded: true },
-            push(UD_1, Tag::Command(1)),
-            Op::Submit,
-            Op::Complete {
-                which: 0,
-                more: false,
-            },
-            Op::Complete {
-                which: 0,
-                more: false,
-            },
-            // The next poll registers the thread.
-            Op::Poll { command: 3 },
-            Op::Poll { command: 3 },
-            push(UD_1, Tag::Untagged),
-            Op::Submit,
-        ],
-    );
-    assert_eq!(sim.failed_registrations, 1);
-    assert_eq!(sim.decision(1).command, 0);
-    assert_eq!(
-        sim.violations,
-        [Violation::Misattributed {
-            request: 2,
-            tag: Tag::Untagged,
-            got: 1,
-            cause: Cause::WrittenUnregistered,
-        }]
-    );
-}
-
-/// Known misattribution 7: `ring_seq` (an LRU map) evicts the ring's entry;
-/// the ring then trusts any slot of the current load that matches, consumed
-/// or not, as it did after a reload before slots carried a generation.
-#[test]
-fn known_misattribution_ring_seq_evicted() {
-    let sim = Sim::run(
-        MISHAPS,
-        &[
-            push(UD_1, Tag::Command(1)),
-            Op::Submit,
-            Op::Complete {
-                which: 0,
-                more: false,
-            },
-            Op::EvictRingSeq,
-            push(UD_1, Tag::Untagged),
-            Op::Submit,
-        ],
-    );
-    assert_eq!(
-        sim.violations,
-        [Violation::Misattributed {
-            request: 1,
-            tag: Tag::Untagged,
-            got: 1,
-            cause: Cause::RingSeqEvicted,
-        }]
-    );
-}
-
 // Outside the contract: today's behaviour, pinned.
 
 /// Known misattribution 1, outside the contract (`user_data` must be unique
@@ -579,12 +631,12 @@ fn known_misattribution_duplicate_pending_user_data() {
 
 /// The other face of duplicates (not a misattribution, a loss): a pending
 /// pair with the same `user_data` makes an earlier request read a later
-/// slot, which moves `ring_seq` ahead of every SQE pushed in between. An
-/// innocent tagged request among them, unique and with its slot intact,
-/// then finds its slot stale and goes unattributed. (Found by the
+/// slot, which moves the thread's `last_seq` ahead of every SQE pushed in
+/// between. An innocent tagged request among them, unique and with its slot
+/// intact, then finds its slot stale and goes unattributed. (Found by the
 /// outside-the-contract property.)
 #[test]
-fn known_loss_duplicates_move_ring_seq_ahead() {
+fn known_loss_duplicates_move_last_seq_ahead() {
     let sim = Sim::run(
         ANYTHING,
         &[
@@ -605,7 +657,7 @@ fn known_loss_duplicates_move_ring_seq_ahead() {
                 rejected: Some(Counter::StaleSlots),
                 ..
             },
-            cause: Cause::RingSeqAhead,
+            cause: Cause::LastSeqAhead,
         }
     ));
 }
@@ -613,40 +665,64 @@ fn known_loss_duplicates_move_ring_seq_ahead() {
 /// Known misattribution 4, a documented limitation (see `tag_sqe`: each
 /// thread pushes to one ring) outside the simulation's single ring: one
 /// thread, one slot table, two rings (`user_data` unique per ring only).
-/// `ring_seq` is per ring, so ring B does not know that ring A consumed the
-/// slot; and a slot written for ring B's SQE is read by ring A's SQE with
-/// the same `user_data`. Today's behaviour, pinned.
+/// `last_seq` is the thread's, so a slot ring A consumed is stale for ring B
+/// too (when it was per ring, ring B's untagged SQE inherited it). But a
+/// slot written for ring B's SQE is read by ring A's pending SQE with the
+/// same `user_data`; and a thread's slots are read in `seq` order only if
+/// its rings are entered in push order: entered the other way, a ring finds
+/// the slots pushed earlier for the other ring stale (lost, not
+/// misattributed). Today's behaviour, pinned.
 #[test]
 fn known_misattribution_two_rings_on_one_thread() {
     let generation = FIRST_GENERATION;
-    let slot = |command, seq| Slot {
-        user_data: 1,
-        command,
-        seq,
-        kind: 0,
-        generation,
+    let slot = |user_data, command, seq| {
+        SlotRead::Slot(Slot {
+            user_data,
+            command,
+            seq,
+            kind: 0,
+            generation,
+        })
     };
     // Ring A: SQE 1 tagged by command 1, submitted and completed.
-    let a = model::submit(SlotRead::Slot(slot(1, SEQ_BASE)), 1, generation, None);
-    assert_eq!((a.command, a.ring_seq), (1, Some(SEQ_BASE)));
-    // Ring B: an untagged SQE 1 inherits command 1.
-    let b = model::submit(SlotRead::Slot(slot(1, SEQ_BASE)), 1, generation, None);
-    assert_eq!(b.command, 1, "ring B's untagged request");
+    let a = model::submit(slot(1, 1, SEQ_BASE), 1, generation, 0);
+    assert_eq!((a.command, a.last_seq), (1, SEQ_BASE));
+    // Ring B: an untagged SQE 1 finds the slot consumed.
+    let b = model::submit(slot(1, 1, SEQ_BASE), 1, generation, a.last_seq);
+    assert_eq!(
+        (b.command, b.rejected, b.last_seq),
+        (0, Some(Counter::StaleSlots), SEQ_BASE),
+        "ring B's untagged request"
+    );
 
     // Both rings with a pending SQE 1: A's tagged by 1 (seq s), then B's
     // tagged by 2 (seq s + 1) overwrites the slot; A enters first.
     let s = SEQ_BASE + 10;
-    let a = model::submit(
-        SlotRead::Slot(slot(2, s + 1)),
-        1,
-        generation,
-        Some(SEQ_BASE),
-    );
+    let a = model::submit(slot(1, 2, s + 1), 1, generation, b.last_seq);
     assert_eq!(a.command, 2, "ring A's request, tagged by command 1");
+    let b = model::submit(slot(1, 2, s + 1), 1, generation, a.last_seq);
+    assert_eq!(
+        (b.command, b.rejected),
+        (0, Some(Counter::StaleSlots)),
+        "ring B's request, tagged by command 2"
+    );
+
+    // A's SQE 1 tagged by 1 (seq t), then B's SQE 2 tagged by 2 (seq
+    // t + 1); B enters first.
+    let t = SEQ_BASE + 20;
+    let b = model::submit(slot(2, 2, t + 1), 2, generation, a.last_seq);
+    assert_eq!((b.command, b.last_seq), (2, t + 1));
+    let a = model::submit(slot(1, 1, t), 1, generation, b.last_seq);
+    assert_eq!(
+        (a.command, a.rejected),
+        (0, Some(Counter::StaleSlots)),
+        "ring A's request, tagged by command 1"
+    );
 }
 
 /// `consume_slot`'s branches, one by one, through `fo_submit` and
-/// `fo_failed`: a failed SQE moves `ring_seq` exactly as a submitted one.
+/// `fo_failed`: a failed SQE moves the thread's `last_seq` exactly as a
+/// submitted one.
 #[test]
 fn failed_consumes_like_submit() {
     let generation = FIRST_GENERATION + 2;
@@ -674,44 +750,54 @@ fn failed_consumes_like_submit() {
             }),
             Some(Counter::SlotMismatch),
         ),
+        (
+            // Written while the thread was unregistered.
+            SlotRead::Slot(Slot {
+                generation: 0,
+                ..slot
+            }),
+            Some(Counter::SlotMismatch),
+        ),
         (SlotRead::Slot(slot), None),
     ];
-    for ring_seq in [None, Some(SEQ_BASE), Some(SEQ_BASE + 5)] {
+    for last_seq in [0, SEQ_BASE, SEQ_BASE + 5, SEQ_BASE + 6] {
         for (read, rejected) in reads {
-            let submitted = model::submit(read, 7, generation, ring_seq);
-            let failed = model::failed(read, 7, generation, ring_seq);
+            let submitted = model::submit(read, 7, generation, last_seq);
+            let failed = model::failed(read, 7, generation, last_seq);
             assert_eq!(
                 (
                     failed.command,
                     failed.kind,
-                    failed.ring_seq,
+                    failed.last_seq,
                     failed.rejected
                 ),
                 (
                     submitted.command,
                     submitted.kind,
-                    submitted.ring_seq,
+                    submitted.last_seq,
                     submitted.rejected
                 ),
-                "{read:?} with ring_seq {ring_seq:?}"
+                "{read:?} with last_seq {last_seq}"
             );
-            let used = matches!(read, SlotRead::Slot(s) if s == slot)
-                && ring_seq.is_none_or(|last| last < slot.seq);
+            let used = matches!(read, SlotRead::Slot(s) if s == slot) && last_seq < slot.seq;
             let stale = matches!(read, SlotRead::Slot(s) if s == slot) && !used;
             let expected = if stale {
                 Some(Counter::StaleSlots)
             } else {
                 rejected
             };
-            assert_eq!(submitted.rejected, expected, "{read:?} with {ring_seq:?}");
+            assert_eq!(
+                submitted.rejected, expected,
+                "{read:?} with last_seq {last_seq}"
+            );
             if used {
                 assert_eq!(
-                    (submitted.command, submitted.kind, submitted.ring_seq),
-                    (3, 13, Some(slot.seq))
+                    (submitted.command, submitted.kind, submitted.last_seq),
+                    (3, 13, slot.seq)
                 );
                 assert_eq!(submitted.counted, Counter::Attributed);
             } else {
-                assert_eq!((submitted.command, submitted.ring_seq), (0, ring_seq));
+                assert_eq!((submitted.command, submitted.last_seq), (0, last_seq));
                 assert_eq!(submitted.counted, Counter::Unattributed);
             }
         }

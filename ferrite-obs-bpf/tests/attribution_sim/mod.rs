@@ -2,15 +2,17 @@
 //! `attribution_model.rs` drives: the host writes its slot table as
 //! `tag_sqe` does (at push time) or as the tokio-uring adapter does (at the
 //! end of a command's poll, for the SQEs the kernel has not consumed yet),
-//! registers itself as `ferrite-obs` threads do, the kernel side decides with
-//! `ferrite_obs_bpf::model` (the mirror of `consume_slot`, `fo_submit`,
-//! `fo_failed` and `fo_complete`), and every submission and completion is
-//! checked against what the host actually did.
+//! registers itself as `ferrite-obs` threads do (each registration writes
+//! the thread's whole `threads` entry, `last_seq` 0 included), the kernel
+//! side decides with `ferrite_obs_bpf::model` (the mirror of `consume_slot`,
+//! `fo_submit`, `fo_failed` and `fo_complete`) and keeps the thread's
+//! `last_seq` in that entry, and every submission and completion is checked
+//! against what the host actually did.
 
 use std::collections::VecDeque;
 
 use ferrite_obs_bpf::model::{self, CQE_F_MORE, Completion, Consumption, SlotRead, Submission};
-use ferrite_obs_bpf::{Counter, Inflight, SLOTS, Slot};
+use ferrite_obs_bpf::{Counter, Inflight, SLOTS, Slot, ThreadRegistration};
 
 /// The `user_data` values the host draws from: few, so values come back as
 /// soon as their requests complete, and colliding modulo `SLOTS` (0 with
@@ -26,12 +28,15 @@ const RING: u64 = 0xffff_8881_0440_0000;
 /// The thread's first `seq`, as `ferrite-obs` gives each thread a base.
 pub(crate) const SEQ_BASE: u64 = 1 << 40;
 /// The first load's `generation` (`ferrite-obs` never uses 0, the
-/// generation of a slot never written).
+/// generation of a slot never written or written while unregistered).
 pub(crate) const FIRST_GENERATION: u32 = 1;
 /// `inflight` entries: few, so the LRU evicts.
 const INFLIGHT_ENTRIES: usize = 4;
 /// The simulated thread.
 const TID: u32 = 4242;
+/// The thread's slot table and `Current` cell, as registered.
+const TABLE: u64 = 0x7f3a_2c00_0000;
+const CURRENT: u64 = 0x7f3a_2d00_0040;
 
 /// How the host pushes an SQE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,14 +95,12 @@ pub(crate) enum Op {
     /// unchanged. With `crowded` (and [`Rules::registration_failures`]) the
     /// thread's next attempt to register fails.
     Reload { crowded: bool },
-    /// With [`Rules::ring_seq_evictions`]: the LRU map `ring_seq` evicts
-    /// the ring's entry.
-    EvictRingSeq,
 }
 
 /// What the host and the kernel may do besides the ordinary steps (pushes
 /// tagged or not, late tags, submissions, failed submissions, completions,
-/// lost completions, reloads).
+/// lost completions, reloads). `threads` is a hash that never evicts: the
+/// thread's entry, and its `last_seq`, stay until the next reload.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Rules {
     /// The host pushes a `user_data` only when no request of its is pending
@@ -107,29 +110,25 @@ pub(crate) struct Rules {
     /// mapped at that moment: swapped out, or made PROT_NONE by NUMA
     /// balancing; the read cannot fault it in).
     pub(crate) read_faults: bool,
-    /// Registering the thread in a fresh `threads` map may fail; `tag_as`
-    /// still writes the slot.
+    /// Registering the thread in a fresh `threads` map may fail (the map is
+    /// full); `tag_as` still writes the slot, with generation 0.
     pub(crate) registration_failures: bool,
-    /// `ring_seq`, an LRU map, may evict the ring's entry.
-    pub(crate) ring_seq_evictions: bool,
 }
 
 /// The contract the host is expected to keep: a `user_data` reused only
 /// once its request completed (or failed). Failed submissions, late tags,
-/// SQEs submitted in the middle of a poll and reloads are all inside it.
+/// SQEs submitted in the middle of a poll, reloads and refused
+/// registrations are all inside it.
 pub(crate) const CONTRACT: Rules = Rules {
     reuse_only_free: true,
     read_faults: false,
-    registration_failures: false,
-    ring_seq_evictions: false,
+    registration_failures: true,
 };
 
-/// The contract, with the kernel-side mishaps the host cannot prevent: slot
-/// read faults, failed registrations, `ring_seq` evictions.
+/// The contract, with the kernel-side mishap the host cannot prevent: slot
+/// read faults.
 pub(crate) const MISHAPS: Rules = Rules {
     read_faults: true,
-    registration_failures: true,
-    ring_seq_evictions: true,
     ..CONTRACT
 };
 
@@ -148,21 +147,17 @@ pub(crate) enum Cause {
     DuplicatePending,
     /// (For a lost tagger.) An earlier request of the batch read a slot
     /// written after the lost one, by a duplicate `user_data`, which moved
-    /// `ring_seq` past the lost one's `seq`: its intact slot looks stale.
-    RingSeqAhead,
+    /// the thread's `last_seq` past the lost one's `seq`: its intact slot
+    /// looks stale.
+    LastSeqAhead,
     /// Written by an earlier SQE whose own consumption could not read it:
-    /// `bpf_probe_read_user` faulted, so `ring_seq` never moved past it.
+    /// `bpf_probe_read_user` faulted, so `last_seq` never moved past it.
     ReadFault,
-    /// Written by an earlier SQE while the thread's registration had failed:
-    /// its consumption found no table, so `ring_seq` never moved past it.
-    WrittenUnregistered,
-    /// Written by an earlier SQE and consumed (or refused as stale), but
-    /// `ring_seq` lost the ring's entry since: the ring trusts any matching
-    /// slot of the load again.
-    RingSeqEvicted,
     /// None of the above: a bug in the protocol or in this simulation
     /// (a failed submission or a late tag leaving its slot unread, a slot
-    /// of an earlier load trusted: all fixed).
+    /// of an earlier load trusted, a slot written while the thread was
+    /// unregistered trusted once it registered, a slot trusted twice: all
+    /// fixed).
     Unexplained,
 }
 
@@ -229,12 +224,13 @@ struct InFlight {
 /// What became of a push, for explaining misattributions.
 #[derive(Clone, Copy, Debug, Default)]
 struct History {
-    /// What its own consumption (`fo_submit` or `fo_failed`) read, and
-    /// when; `None`: not consumed yet.
-    read: Option<(SlotRead, u64)>,
-    /// When a consumption last used the slot it wrote: (generation, time,
-    /// the slot's `seq`, as the push may write its slot twice).
-    slot_used: Option<(u32, u64, u64)>,
+    /// What its own consumption (`fo_submit` or `fo_failed`) read; `None`:
+    /// not consumed yet.
+    read: Option<SlotRead>,
+    /// The `seq` of the slot it wrote when a consumption last used that
+    /// slot (the push may write its slot twice: at push time, then as a
+    /// late tag).
+    slot_used: Option<u64>,
 }
 
 /// The host thread, its ring and the kernel programs.
@@ -265,13 +261,11 @@ pub(crate) struct Sim {
     // The kernel.
     /// The loaded programs' `generation` (and the host's `GENERATION`).
     generation: u32,
-    /// Whether `threads` holds the thread with its slot table.
-    thread_entry: bool,
-    ring_seq: Option<u64>,
-    /// The push whose slot set `ring_seq`.
-    ring_seq_writer: Option<usize>,
-    /// When `ring_seq` last lost the ring's entry.
-    ring_seq_evicted_at: Option<u64>,
+    /// The thread's entry in `threads` (`struct fo_thread`): written whole
+    /// by a registration, its `last_seq` then by `consume_slot`.
+    thread: Option<ThreadRegistration>,
+    /// The push whose slot set the thread's `last_seq`.
+    last_seq_writer: Option<usize>,
     /// The `inflight` LRU map, least recently used first.
     inflight: Vec<(u64, Inflight)>,
     free_reqs: Vec<u64>,
@@ -286,17 +280,25 @@ pub(crate) struct Sim {
     pub(crate) unattributed: u64,
     /// Slot reads (by `fo_submit` and `fo_failed`) refused, by counter.
     pub(crate) rejected: [u64; model_counters::LEN],
-    /// Mismatches of a slot with the right `user_data` but another
-    /// generation.
+    /// Mismatches of a slot with the right `user_data` but of an earlier
+    /// load.
     pub(crate) generation_mismatches: u64,
-    /// Consumptions that found no slot table.
+    /// Mismatches of a slot with the right `user_data` written while the
+    /// thread was unregistered (generation 0).
+    pub(crate) unregistered_slots_refused: u64,
+    /// Consumptions that found no `threads` entry, and an entry without a
+    /// slot table.
+    pub(crate) no_entry: u64,
     pub(crate) no_table: u64,
     /// Slots written at the end of a poll.
     pub(crate) late_tags: u64,
     /// SQEs of a poll the kernel consumed before it ended, left untagged.
     pub(crate) consumed_mid_poll: u64,
+    /// Successful registrations (updates of `threads`), and failed ones.
+    pub(crate) registrations: u64,
     pub(crate) failed_registrations: u64,
-    pub(crate) ring_seq_evictions: u64,
+    /// Slots written while the thread was unregistered (generation 0).
+    pub(crate) unregistered_tags: u64,
     pub(crate) evictions: u64,
     pub(crate) stale_entries_overwritten: u64,
     pub(crate) completions: u64,
@@ -338,10 +340,8 @@ impl Sim {
             in_flight: Vec::new(),
             history: Vec::new(),
             generation: FIRST_GENERATION,
-            thread_entry: false,
-            ring_seq: None,
-            ring_seq_writer: None,
-            ring_seq_evicted_at: None,
+            thread: None,
+            last_seq_writer: None,
             inflight: Vec::new(),
             free_reqs: Vec::new(),
             next_req: 0xffff_8882_0000_0000,
@@ -353,11 +353,14 @@ impl Sim {
             unattributed: 0,
             rejected: [0; model_counters::LEN],
             generation_mismatches: 0,
+            unregistered_slots_refused: 0,
+            no_entry: 0,
             no_table: 0,
             late_tags: 0,
             consumed_mid_poll: 0,
+            registrations: 0,
             failed_registrations: 0,
-            ring_seq_evictions: 0,
+            unregistered_tags: 0,
             evictions: 0,
             stale_entries_overwritten: 0,
             completions: 0,
@@ -393,8 +396,6 @@ impl Sim {
             Op::Complete { which, more } => self.complete(which, more),
             Op::Lose { which } => self.lose(which),
             Op::Reload { crowded } => self.reload(crowded && self.rules.registration_failures),
-            Op::EvictRingSeq if self.rules.ring_seq_evictions => self.evict_ring_seq(),
-            Op::EvictRingSeq => {}
         }
     }
 
@@ -408,23 +409,37 @@ impl Sim {
         self.slots[model::slot_index(user_data)]
     }
 
-    /// `ThreadState::register`: one update of `threads` with the table's
-    /// address (null before the first tag), which may fail.
+    /// The thread's `last_seq`, as `consume_slot` reads it (0 without an
+    /// entry: not read then, the read finds no table).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.thread.map_or(0, |thread| thread.last_seq)
+    }
+
+    /// `ThreadState::register`: one update of `threads` with the whole
+    /// registration (the table's address, null before the first tag, and
+    /// `last_seq` 0), which may fail.
     fn register(&mut self) {
         if self.registration_fails {
-            // The update failed: `registered` stays as it was.
+            // The update failed: the entry and `registered` stay as they
+            // were.
             self.registration_fails = false;
             self.failed_registrations += 1;
             return;
         }
-        self.thread_entry = self.table;
+        self.thread = Some(ThreadRegistration {
+            slots: if self.table { TABLE } else { 0 },
+            current: CURRENT,
+            last_seq: 0,
+        });
+        self.last_seq_writer = None;
+        self.registrations += 1;
         self.registered = Some(self.generation);
         self.registered_slots = self.table;
     }
 
     /// `threads::tag_as` for push `id`: allocates the table, registers if
     /// the thread is not registered with it under this generation, and
-    /// writes the slot (registered or not).
+    /// writes the slot, with generation 0 if it is still not registered.
     fn tag_as(&mut self, id: usize, user_data: u64, tag: Tag) {
         let command = match tag {
             Tag::Untagged => return,
@@ -435,13 +450,19 @@ impl Sim {
         if self.registered != Some(self.generation) || !self.registered_slots {
             self.register();
         }
+        let generation = if self.registered == Some(self.generation) && self.registered_slots {
+            self.generation
+        } else {
+            self.unregistered_tags += 1;
+            0
+        };
         let index = model::slot_index(user_data);
         self.slots[index] = Slot {
             user_data,
             command,
             seq: self.next_seq,
             kind: tag.kind(),
-            generation: self.generation,
+            generation,
         };
         self.writer[index] = Some(id);
         self.next_seq += 1;
@@ -521,7 +542,7 @@ impl Sim {
 
     /// What `consume_slot` reads for `request`.
     fn read(&self, request: &Pushed) -> SlotRead {
-        if !self.thread_entry {
+        if self.thread.is_none_or(|thread| thread.slots == 0) {
             SlotRead::NoTable
         } else if request.faults {
             SlotRead::Fault
@@ -531,9 +552,10 @@ impl Sim {
     }
 
     /// Notes what `consume_slot` did for `request`: its counters, and the
-    /// new `ring_seq`.
+    /// thread's new `last_seq`.
     fn consumed(&mut self, request: &Pushed, read: SlotRead, consumption: Consumption) {
-        self.history[request.id].read = Some((read, self.now));
+        let index = model::slot_index(request.user_data);
+        self.history[request.id].read = Some(read);
         match (consumption.rejected, read) {
             (Some(counter), _) => {
                 self.rejected[model_counters::index(counter)] += 1;
@@ -541,27 +563,36 @@ impl Sim {
                     && counter == Counter::SlotMismatch
                     && slot.user_data == request.user_data
                 {
-                    self.generation_mismatches += 1;
+                    if slot.generation != 0 {
+                        self.generation_mismatches += 1;
+                    } else if self.writer[index].is_some() {
+                        self.unregistered_slots_refused += 1;
+                    }
                 }
             }
+            (None, SlotRead::NoTable) if self.thread.is_none() => self.no_entry += 1,
             (None, SlotRead::NoTable) => self.no_table += 1,
             (None, SlotRead::Fault) => unreachable!("a fault is counted"),
             (None, SlotRead::Slot(slot)) => {
                 // The slot read was written by `writer` (a slot never
                 // written has generation 0, never used).
-                let writer = self.writer[model::slot_index(request.user_data)];
+                let writer = self.writer[index];
                 if let Some(writer) = writer {
-                    self.history[writer].slot_used = Some((self.generation, self.now, slot.seq));
+                    self.history[writer].slot_used = Some(slot.seq);
                 }
-                self.ring_seq_writer = writer;
+                self.last_seq_writer = writer;
             }
         }
-        self.ring_seq = consumption.ring_seq;
+        match &mut self.thread {
+            Some(thread) => thread.last_seq = consumption.last_seq,
+            // No entry: `consume_slot` returned before touching any.
+            None => assert_eq!(read, SlotRead::NoTable),
+        }
     }
 
     fn fo_failed(&mut self, request: Pushed) {
         let read = self.read(&request);
-        let consumption = model::failed(read, request.user_data, self.generation, self.ring_seq);
+        let consumption = model::failed(read, request.user_data, self.generation, self.last_seq());
         self.failed += 1;
         if consumption.rejected.is_none() && matches!(read, SlotRead::Slot(_)) {
             self.failed_slots_used += 1;
@@ -571,7 +602,7 @@ impl Sim {
 
     fn fo_submit(&mut self, request: Pushed) {
         let read = self.read(&request);
-        let decision = model::submit(read, request.user_data, self.generation, self.ring_seq);
+        let decision = model::submit(read, request.user_data, self.generation, self.last_seq());
         self.submitted += 1;
         match decision.counted {
             Counter::Attributed => self.attributed += 1,
@@ -585,7 +616,7 @@ impl Sim {
         let consumption = Consumption {
             command: decision.command,
             kind: decision.kind,
-            ring_seq: decision.ring_seq,
+            last_seq: decision.last_seq,
             rejected: decision.rejected,
         };
         self.consumed(&request, read, consumption);
@@ -647,10 +678,10 @@ impl Sim {
                 && (decision.command != command || decision.kind != request.tag.kind())
             {
                 let ahead = self
-                    .ring_seq_writer
+                    .last_seq_writer
                     .is_some_and(|writer| writer > request.id);
                 let cause = if ahead && decision.rejected == Some(Counter::StaleSlots) {
-                    Cause::RingSeqAhead
+                    Cause::LastSeqAhead
                 } else {
                     Cause::Unexplained
                 };
@@ -679,23 +710,18 @@ impl Sim {
             };
         }
         let history = self.history[writer];
-        let evicted_since = |at| self.ring_seq_evicted_at.is_some_and(|e| e > at);
-        if let Some((generation, at, seq)) = history.slot_used
-            && seq == self.slots[index].seq
-        {
-            return if generation == self.generation && evicted_since(at) {
-                Cause::RingSeqEvicted
-            } else {
-                Cause::Unexplained
-            };
+        if history.slot_used == Some(self.slots[index].seq) {
+            // Used once already: `last_seq` moved to its `seq` then, and
+            // nothing moves it back within a load.
+            return Cause::Unexplained;
         }
-        match history.read {
-            Some((SlotRead::Fault, _)) => Cause::ReadFault,
-            Some((SlotRead::NoTable, _)) => Cause::WrittenUnregistered,
-            // Refused as stale (`ring_seq` was ahead of it, see
-            // `Cause::RingSeqAhead`), and the refusal forgotten since.
-            Some((SlotRead::Slot(_), at)) if evicted_since(at) => Cause::RingSeqEvicted,
-            _ => Cause::Unexplained,
+        // Its own consumption faulted, so `last_seq` never moved past it.
+        // (Refused otherwise, found no table, or not consumed yet: nothing
+        // explains a later SQE trusting it.)
+        if history.read == Some(SlotRead::Fault) {
+            Cause::ReadFault
+        } else {
+            Cause::Unexplained
         }
     }
 
@@ -781,24 +807,16 @@ impl Sim {
     }
 
     /// A new load: a new generation (the host's slots keep theirs), fresh
-    /// `threads`, `ring_seq` and `inflight` maps.
+    /// `threads` and `inflight` maps.
     fn reload(&mut self, crowded: bool) {
         self.generation += 1;
-        self.thread_entry = false;
+        self.thread = None;
+        self.last_seq_writer = None;
         self.registration_fails = crowded;
-        self.ring_seq = None;
-        self.ring_seq_writer = None;
         self.inflight.clear();
         for request in &mut self.in_flight {
             request.tracked = false;
         }
-    }
-
-    fn evict_ring_seq(&mut self) {
-        self.ring_seq = None;
-        self.ring_seq_writer = None;
-        self.ring_seq_evicted_at = Some(self.now);
-        self.ring_seq_evictions += 1;
     }
 
     pub(crate) fn check_counts(&mut self) {
