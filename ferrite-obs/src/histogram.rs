@@ -5,7 +5,8 @@
 //! 73 minutes). A bucket's width is at most 1/32 of its lower bound, so the
 //! midpoint of the bucket a value falls in is within 1/64 (1.6 %) of the value:
 //! every quantile this module reports is within that bound of the exact one,
-//! from 1 ns to over an hour, in 1,216 counters and never a buffer of samples.
+//! from 1 ns to over an hour, in at most 1,216 counters and never a buffer of
+//! samples.
 //! Values beyond the range are counted in the last bucket (saturation, not
 //! loss) and counts saturate at `u64::MAX` instead of wrapping.
 //!
@@ -68,18 +69,34 @@ pub const fn bucket_value(index: usize) -> u64 {
     low + (high - low).div_ceil(2)
 }
 
+/// Buckets per group: histograms store counts, and shards track which
+/// buckets were ever touched, a group at a time.
+pub(crate) const GROUP: usize = 16;
+
 /// An owned latency histogram: counts per bucket plus the exact sum.
+///
+/// Stored sparsely: only groups of [`GROUP`] buckets that hold a count, by
+/// ascending group, so a histogram of calls that all take about the same
+/// time is a few hundred bytes and copying, merging or subtracting it
+/// touches only what was recorded. A group with no count is never stored,
+/// so equal histograms have equal representations.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
-    counts: Box<[u64; BUCKETS]>,
+    groups: Vec<Group>,
     sum: u64,
 }
 
+#[derive(Clone, PartialEq, Eq)]
+struct Group {
+    index: usize,
+    counts: [u64; GROUP],
+}
+
 impl Histogram {
-    /// An empty histogram.
+    /// An empty histogram (allocates nothing).
     pub fn new() -> Self {
         Self {
-            counts: Box::new([0; BUCKETS]),
+            groups: Vec::new(),
             sum: 0,
         }
     }
@@ -91,15 +108,42 @@ impl Histogram {
 
     /// Counts `n` occurrences of `value`.
     pub fn record_n(&mut self, value: u64, n: u64) {
-        let slot = &mut self.counts[bucket_index(value)];
-        *slot = slot.saturating_add(n);
+        self.add_bucket(bucket_index(value), n);
         self.sum = self.sum.saturating_add(value.saturating_mul(n));
+    }
+
+    /// The counts of group `index`, created empty if it is not stored yet.
+    fn group_mut(&mut self, index: usize) -> &mut [u64; GROUP] {
+        let at = match self.groups.binary_search_by_key(&index, |g| g.index) {
+            Ok(at) => at,
+            Err(at) => {
+                self.groups.insert(
+                    at,
+                    Group {
+                        index,
+                        counts: [0; GROUP],
+                    },
+                );
+                at
+            }
+        };
+        &mut self.groups[at].counts
+    }
+
+    fn group(&self, index: usize) -> Option<&[u64; GROUP]> {
+        self.groups
+            .binary_search_by_key(&index, |g| g.index)
+            .ok()
+            .map(|at| &self.groups[at].counts)
     }
 
     /// Adds every count of `other` into `self`, saturating.
     pub fn merge(&mut self, other: &Histogram) {
-        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *mine = mine.saturating_add(*theirs);
+        for theirs in &other.groups {
+            let mine = self.group_mut(theirs.index);
+            for (mine, theirs) in mine.iter_mut().zip(&theirs.counts) {
+                *mine = mine.saturating_add(*theirs);
+            }
         }
         self.sum = self.sum.saturating_add(other.sum);
     }
@@ -107,22 +151,33 @@ impl Histogram {
     /// What was recorded since `earlier`, a previous reading of the same
     /// monotonic source: bucket by bucket `self - earlier`, floored at zero.
     pub fn delta(&self, earlier: &Histogram) -> Histogram {
-        let mut out = Histogram::new();
-        for ((out, now), then) in out
-            .counts
-            .iter_mut()
-            .zip(self.counts.iter())
-            .zip(earlier.counts.iter())
-        {
-            *out = now.saturating_sub(*then);
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for now in &self.groups {
+            let mut counts = now.counts;
+            if let Some(then) = earlier.group(now.index) {
+                for (count, then) in counts.iter_mut().zip(then) {
+                    *count = count.saturating_sub(*then);
+                }
+            }
+            if counts.iter().any(|&c| c != 0) {
+                groups.push(Group {
+                    index: now.index,
+                    counts,
+                });
+            }
         }
-        out.sum = self.sum.saturating_sub(earlier.sum);
-        out
+        Histogram {
+            groups,
+            sum: self.sum.saturating_sub(earlier.sum),
+        }
     }
 
     /// Number of values recorded.
     pub fn count(&self) -> u64 {
-        self.counts.iter().fold(0u64, |a, &c| a.saturating_add(c))
+        self.groups
+            .iter()
+            .flat_map(|g| g.counts.iter())
+            .fold(0u64, |a, &c| a.saturating_add(c))
     }
 
     /// Exact sum of the values recorded (saturating).
@@ -134,6 +189,17 @@ impl Histogram {
     pub fn mean(&self) -> Option<f64> {
         let count = self.count();
         (count > 0).then(|| self.sum as f64 / count as f64)
+    }
+
+    /// Non-empty buckets by ascending index: `(index, count)`.
+    fn counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.groups.iter().flat_map(|g| {
+            g.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(move |(i, &c)| (g.index * GROUP + i, c))
+        })
     }
 
     /// The value at quantile `q` (0.0 to 1.0, clamped), within
@@ -149,7 +215,7 @@ impl Histogram {
         let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
         let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
         let mut seen = 0u64;
-        for (index, &c) in self.counts.iter().enumerate() {
+        for (index, c) in self.counts() {
             seen = seen.saturating_add(c);
             if seen >= rank {
                 return Some(bucket_value(index));
@@ -170,26 +236,36 @@ impl Histogram {
 
     /// Count in bucket `index` (see [`bucket_bounds`]).
     pub fn bucket_count(&self, index: usize) -> u64 {
-        self.counts.get(index).copied().unwrap_or(0)
+        self.group(index / GROUP).map_or(0, |g| g[index % GROUP])
     }
 
     /// Non-empty buckets in ascending order: `(low, high, count)`, bounds
     /// inclusive.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .map(|(i, &c)| {
-                let (low, high) = bucket_bounds(i);
-                (low, high, c)
-            })
+        self.counts().map(|(i, c)| {
+            let (low, high) = bucket_bounds(i);
+            (low, high, c)
+        })
     }
 
     /// Adds raw counts for one bucket; used when folding shards.
     pub(crate) fn add_bucket(&mut self, index: usize, n: u64) {
-        if let Some(slot) = self.counts.get_mut(index) {
-            *slot = slot.saturating_add(n);
+        if n == 0 || index >= BUCKETS {
+            return;
+        }
+        let slot = &mut self.group_mut(index / GROUP)[index % GROUP];
+        *slot = slot.saturating_add(n);
+    }
+
+    /// Adds raw counts for the buckets of group `group` (`counts[i]` for
+    /// bucket `group * GROUP + i`); used when folding shards.
+    pub(crate) fn add_group(&mut self, group: usize, counts: &[u64; GROUP]) {
+        if group * GROUP >= BUCKETS || counts.iter().all(|&c| c == 0) {
+            return;
+        }
+        let mine = self.group_mut(group);
+        for (mine, theirs) in mine.iter_mut().zip(counts) {
+            *mine = mine.saturating_add(*theirs);
         }
     }
 
@@ -223,6 +299,7 @@ mod tests {
     #[test]
     fn layout_covers_an_hour_contiguously() {
         assert_eq!(BUCKETS, 1216);
+        assert_eq!(BUCKETS % GROUP, 0, "groups tile the buckets");
         const { assert!(MAX_TRACKED >= 3_600_000_000_000, "must reach one hour") };
         let mut next = 0;
         for i in 0..BUCKETS {
@@ -291,5 +368,10 @@ mod tests {
         assert_eq!(d.count(), 2);
         assert_eq!(d.sum(), 5_010);
         assert_eq!(d.bucket_count(bucket_index(5_000)), 1);
+        assert_eq!(
+            now.delta(&now),
+            Histogram::new(),
+            "nothing recorded in between is an empty histogram, equal to a new one"
+        );
     }
 }

@@ -8,21 +8,24 @@
 //! Writers publish in this order, the last store of each group with `Release`:
 //!
 //! 1. `started` when a call begins;
-//! 2. when it ends: the histogram bucket and `sum_ns`, then `completed`
-//!    (`Release`), then `errors` (`Release`) if the call failed; or instead
-//!    `cancelled` / `panicked` (`Release`).
+//! 2. when it ends: the bucket's group bit in `touched` (set once, the first
+//!    time a call lands in that group), the histogram bucket and `sum_ns`,
+//!    then `completed` (`Release`), then `errors` (`Release`) if the call
+//!    failed; or instead `cancelled` / `panicked` (`Release`).
 //!
 //! Readers ([`Shard::read`], over all shards of a site in
 //! [`crate::site::Site::read`]) load in the reverse order, each group with
 //! `Acquire`: `errors`, then `completed`, `cancelled`, `panicked`, then the
-//! histogram and sums, then `started`. Each `Acquire` load that sees a
+//! histogram and sums, then `started`; the histogram is read through
+//! `touched`, only the groups whose bit is set, so a reader does not scan
+//! buckets no call ever reached. Each `Acquire` load that sees a
 //! writer's `Release` store also sees everything that writer did before it,
 //! so a concurrent read, although it is not a single instant's cut, always
 //! satisfies `errors <= calls <= histogram count` and
 //! `calls + cancelled + panicked <= started`; once the writers have finished
 //! (joined), a read is exact. The loom models in `src/loom.rs` check both.
 
-use crate::histogram::{BUCKETS, Histogram, bucket_index};
+use crate::histogram::{BUCKETS, GROUP, Histogram, bucket_index};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Buckets held by a shard; a loom model uses a handful to stay tractable.
@@ -30,6 +33,8 @@ use crate::sync::{AtomicU64, Ordering};
 const SHARD_BUCKETS: usize = BUCKETS;
 #[cfg(loom)]
 const SHARD_BUCKETS: usize = 4;
+/// Words of the `touched` bitmap: one bit per group of buckets.
+const TOUCHED_WORDS: usize = SHARD_BUCKETS.div_ceil(GROUP).div_ceil(64);
 
 /// Counters for one (call site, slot) pair, on cache lines of its own.
 #[repr(C, align(128))]
@@ -42,6 +47,8 @@ pub(crate) struct Shard {
     polls: AtomicU64,
     busy_ns: AtomicU64,
     sum_ns: AtomicU64,
+    /// Bit `g` set: some call landed in bucket group `g`.
+    touched: [AtomicU64; TOUCHED_WORDS],
     buckets: [AtomicU64; SHARD_BUCKETS],
 }
 
@@ -98,6 +105,7 @@ impl Shard {
                 polls: AtomicU64::new(0),
                 busy_ns: AtomicU64::new(0),
                 sum_ns: AtomicU64::new(0),
+                touched: std::array::from_fn(|_| AtomicU64::new(0)),
                 buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             })
         }
@@ -111,11 +119,29 @@ impl Shard {
     #[inline(always)]
     pub(crate) fn record_end(&self, elapsed_ns: u64, error: bool, exclusive: bool) {
         let index = bucket_index(elapsed_ns).min(SHARD_BUCKETS - 1);
+        self.touch(index, exclusive);
         count(&self.buckets[index], exclusive, Ordering::Relaxed);
         add_ns(&self.sum_ns, elapsed_ns, exclusive);
         count(&self.completed, exclusive, Ordering::Release);
         if error {
             count(&self.errors, exclusive, Ordering::Release);
+        }
+    }
+
+    /// Marks the group of bucket `index` as touched: a load and a branch,
+    /// and a store only the first time.
+    #[inline(always)]
+    fn touch(&self, index: usize, exclusive: bool) {
+        let group = index / GROUP;
+        let word = &self.touched[group / 64];
+        let bit = 1u64 << (group % 64);
+        let seen = word.load(Ordering::Relaxed);
+        if seen & bit == 0 {
+            if exclusive {
+                word.store(seen | bit, Ordering::Relaxed);
+            } else {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
         }
     }
 
@@ -179,10 +205,18 @@ impl Shard {
                 totals.panicked = totals.panicked.saturating_add(acquire(&self.panicked));
             }
             ReadPhase::Latency => {
-                for (index, bucket) in self.buckets.iter().enumerate() {
-                    let n = relaxed(bucket);
-                    if n != 0 {
-                        totals.histogram.add_bucket(index, n);
+                for (word_index, word) in self.touched.iter().enumerate() {
+                    let mut groups = relaxed(word);
+                    while groups != 0 {
+                        let group = word_index * 64 + groups.trailing_zeros() as usize;
+                        groups &= groups - 1;
+                        let first = group * GROUP;
+                        let last = (first + GROUP).min(SHARD_BUCKETS);
+                        let mut counts = [0u64; GROUP];
+                        for (count, bucket) in counts.iter_mut().zip(&self.buckets[first..last]) {
+                            *count = relaxed(bucket);
+                        }
+                        totals.histogram.add_group(group, &counts);
                     }
                 }
                 totals.histogram.add_sum(relaxed(&self.sum_ns));

@@ -15,7 +15,7 @@ use std::ptr;
 
 use crate::registry::Registry;
 use crate::shard::{READ_PHASES, Shard, Totals};
-use crate::slot::{SLOTS, Slot};
+use crate::slot::{SHARED, SLOTS, Slot};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// `Site::id` before the registry assigns one.
@@ -130,8 +130,15 @@ impl Site {
     /// shard protocol requires, without stopping writers.
     pub(crate) fn read(&self) -> Totals {
         let mut totals = Totals::default();
+        // Read once: every phase must fold the same shards.
+        let exclusive = crate::slot::high_water().min(SLOTS);
+        let shards = || {
+            self.shards[..exclusive]
+                .iter()
+                .chain([&self.shards[SHARED]])
+        };
         for phase in READ_PHASES {
-            for shard in &self.shards {
+            for shard in shards() {
                 let shard = shard.load(Ordering::Acquire);
                 if !shard.is_null() {
                     // SAFETY: see `shard`.

@@ -49,6 +49,24 @@ impl Slot {
 #[cfg(not(loom))]
 static TAKEN: [AtomicU64; SLOTS / 64] = [const { AtomicU64::new(0) }; SLOTS / 64];
 
+/// One past the highest exclusive slot ever claimed: shards of higher slots
+/// do not exist, so readers need not look at them. Raised (`Release`) before
+/// the claiming thread records anything; a reader that loads it (`Acquire`)
+/// and misses a slot claimed meanwhile misses only calls still in progress
+/// when it began, as any concurrent read may.
+#[cfg(not(loom))]
+static HIGH_WATER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The exclusive slots that may hold shards: `0..high_water()`.
+#[inline]
+pub(crate) fn high_water() -> usize {
+    #[cfg(not(loom))]
+    return HIGH_WATER.load(std::sync::atomic::Ordering::Acquire);
+    // The loom models hand out slots directly: every one may hold shards.
+    #[cfg(loom)]
+    return SLOTS;
+}
+
 thread_local! {
     /// The calling thread's slot; `UNASSIGNED` until its first recording.
     static CURRENT: Cell<usize> = const { Cell::new(UNASSIGNED) };
@@ -98,7 +116,11 @@ fn claim_bit() -> Option<usize> {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(word_index * 64 + bit as usize),
+                Ok(_) => {
+                    let index = word_index * 64 + bit as usize;
+                    HIGH_WATER.fetch_max(index + 1, std::sync::atomic::Ordering::Release);
+                    return Some(index);
+                }
                 Err(now) => bits = now,
             }
         }
