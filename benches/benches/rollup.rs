@@ -67,13 +67,13 @@ fn main() {
             let (sites, stop, touched) = (&sites, &stop, &touched);
             scope.spawn(move || {
                 for site in sites {
-                    run::<_, NeverErr>(site, false, || std::hint::black_box(t));
+                    run::<_, NeverErr, false>(site, || std::hint::black_box(t));
                 }
                 touched.wait();
                 let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
                     let site = sites[i % SITES];
-                    run::<_, NeverErr>(site, false, || std::hint::black_box(i));
+                    run::<_, NeverErr, false>(site, || std::hint::black_box(i));
                     i += 7;
                 }
             });

@@ -240,15 +240,15 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
                 ::core::option::Option::None if !__ferrite_active => {
                     ::ferrite_obs::__private::call_once(__ferrite_body)
                 }
-                ::core::option::Option::None => ::ferrite_obs::__private::run::<_, #classify>(
-                    &__FERRITE_SITE,
-                    #is_command,
-                    __ferrite_body,
-                ),
-                ::core::option::Option::Some(__ferrite_span) => {
-                    ::ferrite_obs::__private::run_spanned::<_, #classify>(
+                ::core::option::Option::None => {
+                    ::ferrite_obs::__private::run::<_, #classify, #is_command>(
                         &__FERRITE_SITE,
-                        #is_command,
+                        __ferrite_body,
+                    )
+                }
+                ::core::option::Option::Some(__ferrite_span) => {
+                    ::ferrite_obs::__private::run_spanned::<_, #classify, #is_command>(
+                        &__FERRITE_SITE,
                         __ferrite_span,
                         __ferrite_body,
                     )
@@ -315,7 +315,7 @@ mod tests {
             ),
             "{out}"
         );
-        assert!(out.contains(":: ferrite_obs :: __private :: run :: < _ , :: ferrite_obs :: __private :: NeverErr >"), "{out}");
+        assert!(out.contains(":: ferrite_obs :: __private :: run :: < _ , :: ferrite_obs :: __private :: NeverErr , false >"), "{out}");
         assert!(
             out.contains("x = :: ferrite_obs :: __private :: tracing :: field :: debug (& x)"),
             "{out}"

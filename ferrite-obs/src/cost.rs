@@ -41,7 +41,7 @@ pub(crate) fn measure_per_call_ns() -> f64 {
             let bare = start.elapsed();
             let start = Instant::now();
             for i in 0..CALLS {
-                black_box(run::<_, NeverErr>(&CALIBRATION, false, || {
+                black_box(run::<_, NeverErr, false>(&CALIBRATION, || {
                     body(black_box(i))
                 }));
             }

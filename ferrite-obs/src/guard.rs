@@ -109,10 +109,10 @@ fn begin(site: &'static Site, is_command: bool) -> u64 {
 
 /// The common end of an active call: exit probes.
 #[inline(always)]
-fn end(site: &'static Site, command: u64, elapsed_ns: u64, error: bool) {
+fn end(site: &'static Site, is_command: bool, command: u64, elapsed_ns: u64, error: bool) {
     let meta = site.meta;
     backend::probe_exit(meta.c_name.as_ptr(), command, elapsed_ns, error);
-    if meta.is_command {
+    if is_command {
         backend::command_end(command, meta.c_name.as_ptr(), elapsed_ns, error);
     }
 }
@@ -138,17 +138,19 @@ pub fn active(is_command: bool) -> bool {
 /// Out of line and generic over the body, so that the instrumented function
 /// itself is the fast-path test plus the body, with a frame no larger than
 /// the bare function's.
+///
+/// `COMMAND` is the site's `#[probe(command)]` flag, a constant, so that
+/// the path of a plain site carries no command bookkeeping at all.
 #[inline(never)]
-pub fn run<R, C: Classify<R>>(
+pub fn run<R, C: Classify<R>, const COMMAND: bool>(
     site: &'static Site,
-    is_command: bool,
     body: impl FnOnce() -> R,
 ) -> R {
     let recording = is_recording();
-    if !wanted(recording, is_command) {
+    if !wanted(recording, COMMAND) {
         return body();
     }
-    let mut call = SyncCall::begin(site, recording, is_command);
+    let mut call = SyncCall::<COMMAND>::begin(site, recording);
     let output = body();
     call.error = C::is_err(&output);
     output
@@ -164,24 +166,23 @@ pub fn call_once<R>(body: impl FnOnce() -> R) -> R {
 
 /// [`run`] inside `span`, for a call whose span level a subscriber wants.
 #[inline(never)]
-pub fn run_spanned<R, C: Classify<R>>(
+pub fn run_spanned<R, C: Classify<R>, const COMMAND: bool>(
     site: &'static Site,
-    is_command: bool,
     span: Span,
     body: impl FnOnce() -> R,
 ) -> R {
     // Exited after `run` has recorded the call's end.
     let _entered = span.entered();
-    run::<R, C>(site, is_command, body)
+    run::<R, C, COMMAND>(site, body)
 }
 
 /// The state of one active synchronous call: small and flat, built in place.
-struct SyncCall {
+/// `COMMAND`: whether the site is a command root.
+struct SyncCall<const COMMAND: bool> {
     site: &'static Site,
     /// The calling thread's shard while recording, else null.
     shard: *const Shard,
     exclusive: bool,
-    is_command: bool,
     timed: bool,
     error: bool,
     /// The command this call started, or 0 (its probes report the current).
@@ -191,9 +192,10 @@ struct SyncCall {
     start: Stamp,
 }
 
-impl SyncCall {
+impl<const COMMAND: bool> SyncCall<COMMAND> {
     #[inline(always)]
-    fn begin(site: &'static Site, recording: bool, is_command: bool) -> SyncCall {
+    fn begin(site: &'static Site, recording: bool) -> Self {
+        let is_command = COMMAND;
         let command = begin(site, is_command);
         let (shard, exclusive) = if recording {
             let (shard, exclusive) = local_shard(site);
@@ -218,7 +220,6 @@ impl SyncCall {
             site,
             shard,
             exclusive,
-            is_command,
             timed,
             error: false,
             command,
@@ -228,7 +229,7 @@ impl SyncCall {
     }
 }
 
-impl Drop for SyncCall {
+impl<const COMMAND: bool> Drop for SyncCall<COMMAND> {
     #[inline(always)]
     fn drop(&mut self) {
         let elapsed = if self.timed { self.start.elapsed() } else { 0 };
@@ -242,14 +243,20 @@ impl Drop for SyncCall {
                 shard.record_end(elapsed, self.error, self.exclusive);
             }
         }
-        if self.is_command {
+        if COMMAND {
             command::restore(self.restore);
             if self.timed && slowlog::is_slow(elapsed) {
                 let name = self.site.meta.name;
                 slowlog::log(self.command, name, elapsed, elapsed, self.error || panicked);
             }
         }
-        end(self.site, self.command, elapsed, self.error || panicked);
+        end(
+            self.site,
+            COMMAND,
+            self.command,
+            elapsed,
+            self.error || panicked,
+        );
     }
 }
 
@@ -283,7 +290,7 @@ pin_project_lite::pin_project! {
                     let name = this.site.meta.name;
                     slowlog::log(running.command, name, elapsed, running.busy_ns, true);
                 }
-                end(this.site, running.command, elapsed, true);
+                end(this.site, running.is_command, running.command, elapsed, true);
             }
         }
     }
@@ -409,7 +416,7 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
                     error,
                 );
             }
-            end(site, running.command, elapsed, error);
+            end(site, running.is_command, running.command, elapsed, error);
             *this.state = State::Done;
         }
         poll
