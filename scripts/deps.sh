@@ -12,6 +12,8 @@ declare -A NEEDED=(
     [promtool]=prometheus   # checks the /metrics exposition
     [clang-19]=clang-19     # compiles the eBPF programs (ferrite-obs-bpf/build.rs)
     [bpftool]=bpftool       # lists loaded programs in the kernel tests
+    [redis-cli]=redis-tools # drives ferrite-server in the end-to-end tests
+    [setpriv]=util-linux    # runs the unprivileged kernel-view test
 )
 # file -> Debian package providing it
 declare -A NEEDED_FILES=(

@@ -22,7 +22,7 @@ echo "== cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-FERRITE_OBS_REQUIRE_KERNEL=1 cargo test --workspace 2>&1 | tee "$log" || status=$?
+FERRITE_REQUIRE_KERNEL=1 cargo test --workspace 2>&1 | tee "$log" || status=$?
 
 # One total over every test binary (each prints its own `test result:` line).
 awk '/^test result:/ { passed += $4; failed += $6 }

@@ -163,8 +163,17 @@ pub(crate) fn annotate(mut breakdown: impl FnMut(u64, Duration) -> Option<Kernel
     }
 }
 
-/// The log now, newest first.
-pub(crate) fn read() -> SlowLog {
+/// Empties the log (as Redis's `SLOWLOG RESET`); `logged` counts on.
+pub fn reset() {
+    LOG.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entries
+        .clear();
+}
+
+/// The log now, newest first (as Redis's `SLOWLOG GET`); also in every
+/// snapshot.
+pub fn read() -> SlowLog {
     let ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
     SlowLog {
         entries: ring.entries.iter().rev().cloned().collect(),

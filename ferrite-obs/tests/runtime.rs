@@ -409,7 +409,7 @@ fn slow_commands_are_logged_newest_first_in_a_bounded_ring() {
     // it there is no breakdown, rather than a made-up one.
     let kernel = &json["entries"][1]["kernel"];
     let active = handle.status().kernel.is_active();
-    if std::env::var_os("FERRITE_OBS_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+    if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
         assert!(active, "the kernel view: {}", handle.status().kernel);
     }
     if active {

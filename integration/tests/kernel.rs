@@ -5,7 +5,7 @@
 //!
 //! Loading eBPF needs root (or CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH);
 //! without it these tests say so and skip, unless
-//! `FERRITE_OBS_REQUIRE_KERNEL=1` (set by the test command) makes that a
+//! `FERRITE_REQUIRE_KERNEL=1` (set by the test command) makes that a
 //! failure.
 
 #[path = "../../ferrite-obs/tests/support/http.rs"]
@@ -52,9 +52,9 @@ fn start(test: &str) -> Option<Handle> {
         KernelStatus::Active { .. } => Some(handle),
         other => {
             drop(handle);
-            if std::env::var_os("FERRITE_OBS_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+            if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
                 panic!(
-                    "{test}: the kernel view is not active ({other}), and FERRITE_OBS_REQUIRE_KERNEL=1 requires it"
+                    "{test}: the kernel view is not active ({other}), and FERRITE_REQUIRE_KERNEL=1 requires it"
                 );
             }
             eprintln!("SKIPPED {test}: the kernel view is not active: {other}");
@@ -639,8 +639,8 @@ fn shutdown(handle: Handle) {
 fn unprivileged_status_names_the_missing_capability_and_call_sites_still_work() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        if std::env::var_os("FERRITE_OBS_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
-            panic!("dropping privileges needs root, and FERRITE_OBS_REQUIRE_KERNEL=1 requires it");
+        if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+            panic!("dropping privileges needs root, and FERRITE_REQUIRE_KERNEL=1 requires it");
         }
         eprintln!("SKIPPED unprivileged_status...: needs root to run a child as nobody");
         return;

@@ -4,7 +4,7 @@
 //! produce. The off-switch build carries no notes at all.
 //!
 //! Attaching needs root (or CAP_BPF + CAP_PERFMON) and bpftrace; without them
-//! these tests say so and skip, unless `FERRITE_OBS_REQUIRE_KERNEL=1` (set by
+//! these tests say so and skip, unless `FERRITE_REQUIRE_KERNEL=1` (set by
 //! the test command) turns the skip into a failure.
 
 use std::collections::HashMap;
@@ -37,13 +37,13 @@ unsafe extern "C" {
     fn geteuid() -> u32;
 }
 
-/// Skips (loudly) or fails, as `FERRITE_OBS_REQUIRE_KERNEL` says.
+/// Skips (loudly) or fails, as `FERRITE_REQUIRE_KERNEL` says.
 fn require_tracing(test: &str) -> bool {
     let Some(reason) = tracing_unavailable() else {
         return true;
     };
-    if std::env::var_os("FERRITE_OBS_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
-        panic!("{test}: {reason}, and FERRITE_OBS_REQUIRE_KERNEL=1 requires it");
+    if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+        panic!("{test}: {reason}, and FERRITE_REQUIRE_KERNEL=1 requires it");
     }
     eprintln!("SKIPPED {test}: {reason}");
     false

@@ -1,0 +1,406 @@
+//! `ferrite-server` end to end: started as a process with ferrite-obs turned
+//! on by its configuration file, driven by the real `redis-cli` (Debian
+//! `redis-tools`) and by a plain RESP client; its replies, its
+//! `INFO commandstats`, its `/metrics` (checked by promtool) and `/snapshot`
+//! must agree with what was sent, and with the kernel view on, every GET of
+//! an on-disk value and every SET must carry exactly its io_uring requests.
+
+#[path = "../../ferrite-obs/tests/support/http.rs"]
+mod http_client;
+#[path = "../../ferrite-obs/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_ferrite-server");
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    endpoint: Option<SocketAddr>,
+    kernel: String,
+}
+
+impl Server {
+    fn start(dir: &Path, fsync: &str) -> Server {
+        let config = dir.join("ferrite.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nport = 0\nthreads = 2\nfsync = \"{fsync}\"\nvalue_threshold = 64\ndata_dir = \"{}\"\n\n\
+                 [observability]\nenabled = true\nendpoint = \"127.0.0.1:0\"\nrollup_interval = \"20ms\"\nslow_threshold = \"1us\"\nslowlog_len = 16\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(SERVER)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("ferrite-server starts");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut port, mut endpoint, mut kernel) = (None, None, String::new());
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 {
+            let text = line.trim().to_owned();
+            line.clear();
+            if let Some(rest) = text.strip_prefix("ready ") {
+                port = rest.split(' ').next().and_then(|p| p.parse().ok());
+            } else if let Some(rest) = text.strip_prefix("metrics: curl -s http://") {
+                endpoint = rest.split('/').next().and_then(|a| a.parse().ok());
+            } else if let Some(rest) = text.strip_prefix("kernel view: ") {
+                kernel = rest.to_owned();
+            } else if text.starts_with("bpftrace:") {
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Server {
+            child,
+            port: port.expect("the server printed `ready PORT PID`"),
+            endpoint,
+            kernel,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (apt-get install redis-tools)");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrite-server-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A minimal RESP client: one request, one reply line (or bulk).
+struct Client {
+    stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Client {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, args: &[&[u8]]) {
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        self.stream.get_mut().write_all(&request).unwrap();
+    }
+
+    /// The reply's first line; for a bulk string, its contents.
+    fn reply(&mut self) -> std::io::Result<String> {
+        let mut line = String::new();
+        if self.stream.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = line.trim_end().to_owned();
+        if let Some(len) = line.strip_prefix('$').and_then(|l| l.parse::<usize>().ok()) {
+            let mut bulk = vec![0u8; len + 2];
+            self.stream.read_exact(&mut bulk)?;
+            return Ok(String::from_utf8_lossy(&bulk[..len]).into_owned());
+        }
+        Ok(line)
+    }
+}
+
+#[test]
+fn redis_cli_gets_redis_replies_and_the_figures_agree() {
+    let dir = temp_dir("replies");
+    let server = Server::start(&dir, "always");
+    assert_eq!(server.cli(&["PING"]), "PONG");
+    assert_eq!(server.cli(&["ECHO", "hello"]), "hello");
+    assert_eq!(server.cli(&["SET", "k", "v"]), "OK");
+    assert_eq!(server.cli(&["GET", "k"]), "v");
+    assert_eq!(server.cli(&["SET", "k", "w", "NX"]), "");
+    assert_eq!(server.cli(&["SET", "k", "w", "XX"]), "OK");
+    assert_eq!(server.cli(&["GET", "k"]), "w");
+    assert_eq!(server.cli(&["GET", "missing"]), "");
+    assert_eq!(server.cli(&["INCR", "n"]), "1");
+    assert_eq!(server.cli(&["INCR", "n"]), "2");
+    assert_eq!(
+        server.cli(&["INCR", "k"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(server.cli(&["MSET", "a", "1", "b", "2"]), "OK");
+    assert_eq!(
+        server.cli(&["MGET", "a", "nope", "b"]),
+        "1\n\n2",
+        "nil in the middle"
+    );
+    assert_eq!(server.cli(&["EXISTS", "a", "b", "nope"]), "2");
+    assert_eq!(server.cli(&["DEL", "a", "nope"]), "1");
+    assert_eq!(server.cli(&["SET", "t", "x", "EX", "100"]), "OK");
+    let ttl: i64 = server.cli(&["TTL", "t"]).parse().unwrap();
+    assert!((99..=100).contains(&ttl), "{ttl}");
+    assert_eq!(server.cli(&["TTL", "k"]), "-1");
+    assert_eq!(server.cli(&["TTL", "nope"]), "-2");
+    assert_eq!(server.cli(&["DBSIZE"]), "4", "k, n, b, t");
+    assert_eq!(
+        server.cli(&["GET"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(
+        server.cli(&["FROB", "x"]),
+        "ERR unknown command 'FROB', with args beginning with: 'x'"
+    );
+    assert_eq!(
+        server.cli(&["CONFIG", "GET", "appendonly"]),
+        "appendonly\nyes"
+    );
+
+    // A large value lives on disk and reads back whole.
+    let big = "z".repeat(5000);
+    assert_eq!(server.cli(&["SET", "big", &big]), "OK");
+    assert_eq!(server.cli(&["GET", "big"]), big);
+
+    // Counted by name: 5 SETs (one refused by NX), 4 GETs (a GET with no
+    // key is refused before it runs).
+    let stats = server.cli(&["INFO", "commandstats"]);
+    let calls = |command: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no cmdstat_{command} in:\n{stats}"))
+    };
+    assert_eq!(
+        (calls("set"), calls("get"), calls("incr")),
+        (5, 4, 3),
+        "{stats}"
+    );
+    assert!(
+        server
+            .cli(&["INFO", "latencystats"])
+            .contains("latency_percentiles_usec_get:p50=")
+    );
+
+    // With a 1 us threshold every command is slow: the log holds the latest.
+    let slowlog = server.cli(&["SLOWLOG", "GET", "2"]);
+    assert!(slowlog.contains("INFO"), "{slowlog}");
+    assert_eq!(server.cli(&["SLOWLOG", "RESET"]), "OK");
+
+    let endpoint = server.endpoint.expect("the endpoint is on");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (status, metrics) = http_client::get(endpoint, "/metrics");
+        assert_eq!(status, 200);
+        if metrics.contains("ferrite_command_calls_total{command=\"SET\"} 5") {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SET count of 5 in:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    support::promtool_check(&metrics);
+    assert_eq!(
+        http_client::sample(&metrics, "ferrite_command_calls_total{command=\"GET\"}"),
+        4.0
+    );
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Malformed RESP gets Redis's protocol error, then the connection closes.
+#[test]
+fn protocol_errors_close_the_connection() {
+    let dir = temp_dir("protocol");
+    let server = Server::start(&dir, "no");
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"*1\r\n+PING\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "-ERR Protocol error: expected '$', got '+'\r\n");
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kill_9_during_writes_loses_no_acknowledged_write() {
+    let dir = temp_dir("crash");
+    let server = Server::start(&dir, "always");
+    let port = server.port;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written = std::sync::Arc::clone(&progress);
+    let writer = std::thread::spawn(move || {
+        let mut client = Client::connect(port);
+        let mut acknowledged = Vec::new();
+        for i in 0u32.. {
+            let key = format!("key:{i}");
+            // Every third value is large enough to be served from disk.
+            let value = if i % 3 == 0 {
+                format!("{i}:{}", "v".repeat(200))
+            } else {
+                format!("v{i}")
+            };
+            client.send(&[b"SET", key.as_bytes(), value.as_bytes()]);
+            match client.reply() {
+                Ok(reply) if reply == "+OK" => {
+                    acknowledged.push((key, value));
+                    written.store(acknowledged.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+                other => {
+                    eprintln!("writer stopped at {i}: {other:?}");
+                    break; // the server is gone
+                }
+            }
+        }
+        acknowledged
+    });
+    // Killed in the middle of the writes, once they are well under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < deadline, "the writes never got going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill(); // SIGKILL: no shutdown, no flush
+    let acknowledged = writer.join().unwrap();
+    assert!(acknowledged.len() >= 100);
+
+    let server = Server::start(&dir, "always");
+    let mut client = Client::connect(server.port);
+    for (key, value) in &acknowledged {
+        client.send(&[b"GET", key.as_bytes()]);
+        assert_eq!(&client.reply().unwrap(), value, "{key} was acknowledged");
+    }
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `(command, opcode) -> ops` of the kernel figures in `/snapshot`.
+fn kernel_ops(endpoint: SocketAddr) -> std::collections::HashMap<(String, String), u64> {
+    let (status, body) = http_client::get(endpoint, "/snapshot");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("/snapshot is JSON");
+    json["kernel"]["io"]
+        .as_array()
+        .map(|io| {
+            io.iter()
+                .map(|e| {
+                    let command = e["command"].as_str().unwrap_or("").to_owned();
+                    let opcode = e["opcode_name"].as_str().unwrap_or("").to_owned();
+                    ((command, opcode), e["ops"].as_u64().unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn gets_of_on_disk_values_and_sets_carry_exactly_their_io_uring_requests() {
+    let dir = temp_dir("kernel");
+    let server = Server::start(&dir, "always");
+    if !server.kernel.starts_with("active") {
+        if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+            panic!(
+                "the kernel view is not active ({}), and FERRITE_REQUIRE_KERNEL=1 requires it",
+                server.kernel
+            );
+        }
+        eprintln!("SKIPPED: the kernel view is not active: {}", server.kernel);
+        return;
+    }
+    let endpoint = server.endpoint.expect("the endpoint is on");
+    let before = kernel_ops(endpoint);
+    const N: u64 = 40;
+    let mut client = Client::connect(server.port);
+    for i in 0..N {
+        let big = format!("{i}:{}", "b".repeat(300));
+        client.send(&[b"SET", format!("big:{i}").as_bytes(), big.as_bytes()]);
+        assert_eq!(client.reply().unwrap(), "+OK");
+        client.send(&[b"SET", format!("small:{i}").as_bytes(), b"s"]);
+        assert_eq!(client.reply().unwrap(), "+OK");
+    }
+    for i in 0..N {
+        client.send(&[b"GET", format!("big:{i}").as_bytes()]);
+        assert!(client.reply().unwrap().starts_with(&format!("{i}:")));
+        client.send(&[b"GET", format!("small:{i}").as_bytes()]);
+        assert_eq!(client.reply().unwrap(), "s");
+    }
+    let delta =
+        |now: &std::collections::HashMap<(String, String), u64>, command: &str, opcode: &str| {
+            let key = (command.to_owned(), opcode.to_owned());
+            now.get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0)
+        };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let now = loop {
+        let now = kernel_ops(endpoint);
+        if delta(&now, "GET", "read") >= N && delta(&now, "SET", "fsync") >= 2 * N {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kernel figures never arrived: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Only GETs of on-disk values read; every SET writes and syncs its record.
+    assert_eq!(delta(&now, "GET", "read"), N, "{now:?}");
+    assert_eq!(delta(&now, "SET", "write"), 2 * N, "{now:?}");
+    assert_eq!(delta(&now, "SET", "fsync"), 2 * N, "{now:?}");
+    let misattributed: Vec<_> = now
+        .iter()
+        .filter(|((command, _), _)| command == "GET")
+        .filter(|((_, opcode), _)| opcode != "read")
+        .collect();
+    assert!(
+        misattributed.is_empty(),
+        "GETs made no other request: {misattributed:?}"
+    );
+    // The connection's socket reads and writes happen outside commands.
+    let unattributed: u64 = now
+        .iter()
+        .filter(|((command, _), _)| command.is_empty())
+        .map(|(_, ops)| ops)
+        .sum();
+    assert!(
+        unattributed >= 4 * N,
+        "network requests are unattributed: {now:?}"
+    );
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
