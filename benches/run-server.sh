@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# ferrite-server under redis-benchmark: the bare build (ferrite-obs/off,
+# observability disabled), the instrumented build with the kernel view off,
+# and with it on (needs root), back to back in rounds on the same workload.
+# Prints requests/s and p50/p99 per case and their ratios to bare.
+# ROUNDS=3 REQUESTS=200000 CLIENTS=50 by default. See docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+ROUNDS=${ROUNDS:-3}
+REQUESTS=${REQUESTS:-200000}
+CLIENTS=${CLIENTS:-50}
+PORT=${PORT:-6390}
+
+cargo build --release --quiet -p integration --bin ferrite-server
+cargo build --release --quiet -p integration --bin ferrite-server \
+    --features ferrite-obs/off --target-dir target/bare
+INSTRUMENTED=target/release/ferrite-server
+BARE=target/bare/release/ferrite-server
+
+work=$(mktemp -d -t ferrite-bench.XXXXXX)
+trap 'pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# run CASE BINARY OBS_ENABLED EBPF_ENABLED: one redis-benchmark run, CSV lines
+# prefixed with the case.
+run() {
+    local case=$1 binary=$2 obs=$3 ebpf=$4
+    rm -rf "$work/data"
+    cat >"$work/$case.toml" <<TOML
+[server]
+port = $PORT
+threads = 2
+fsync = "everysec"
+data_dir = "$work/data"
+
+[observability]
+enabled = $obs
+endpoint = "off"
+
+[observability.ebpf]
+enabled = $ebpf
+TOML
+    "$binary" --config "$work/$case.toml" >"$work/$case.out" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do
+        grep -q '^ready' "$work/$case.out" && break
+        sleep 0.05
+    done
+    if [ "$ebpf" = true ] && ! grep -q '^kernel view: active' "$work/$case.out"; then
+        echo "warning: $case: $(grep '^kernel view' "$work/$case.out")" >&2
+    fi
+    redis-benchmark -p "$PORT" -t set,get -n "$REQUESTS" -c "$CLIENTS" -r 100000 \
+        --csv 2>/dev/null | tail -n +2 | sed "s/^/$case,/"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+results="$work/results.csv"
+for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS" >&2
+    run bare "$BARE" false false >>"$results"
+    run ebpf-off "$INSTRUMENTED" true false >>"$results"
+    run ebpf-on "$INSTRUMENTED" true true >>"$results"
+done
+
+# case,"test","rps","avg","min","p50","p95","p99","max"
+python3 - "$results" <<'PY'
+import csv, statistics, sys
+rows = {}
+for case, test, rps, avg, mn, p50, p95, p99, mx in csv.reader(open(sys.argv[1])):
+    rows.setdefault((case, test), []).append((float(rps), float(p50), float(p99)))
+print("| case | test | requests/s (median) | x bare | p50 ms | x bare | p99 ms | x bare |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for test in ("SET", "GET"):
+    base = None
+    for case in ("bare", "ebpf-off", "ebpf-on"):
+        runs = rows.get((case, test), [])
+        if not runs:
+            continue
+        rps = statistics.median(r[0] for r in runs)
+        p50 = statistics.median(r[1] for r in runs)
+        p99 = statistics.median(r[2] for r in runs)
+        base = base or (rps, p50, p99)
+        print(f"| {case} | {test} | {rps:,.0f} | {rps / base[0]:.3f} | {p50:.3f} | {p50 / base[1]:.2f} | {p99:.3f} | {p99 / base[2]:.2f} |")
+print("\ntargets: instrumented >= 0.98 of bare throughput with eBPF off, >= 0.95 with eBPF on")
+PY
