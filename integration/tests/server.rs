@@ -213,6 +213,21 @@ fn redis_cli_gets_redis_replies_and_the_figures_agree() {
             .cli(&["INFO", "latencystats"])
             .contains("latency_percentiles_usec_get:p50=")
     );
+    // Redis 7's LATENCY HISTOGRAM reply, which redis-cli prints flat: the
+    // command, "calls", its count, "histogram_usec", then edge/count pairs
+    // whose last count is the call count.
+    let histogram = server.cli(&["LATENCY", "HISTOGRAM", "get"]);
+    let lines: Vec<&str> = histogram.lines().collect();
+    assert_eq!(
+        lines[..4],
+        ["get", "calls", "4", "histogram_usec"],
+        "{histogram}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"4"),
+        "cumulative up to every call: {histogram}"
+    );
 
     // With a 1 us threshold every command is slow: the log holds the latest.
     let slowlog = server.cli(&["SLOWLOG", "GET", "2"]);

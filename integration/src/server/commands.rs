@@ -39,7 +39,7 @@ pub async fn execute(local: &Local, args: &Args, out: &mut Out) -> After {
         "INCRBY" | "EXPIRE" => (3, 3),
         "DBSIZE" => (1, 1),
         "FLUSHALL" | "FLUSHDB" => (1, 2),
-        "CONFIG" | "SLOWLOG" => (2, 0),
+        "CONFIG" | "SLOWLOG" | "LATENCY" => (2, 0),
         "INFO" => (1, 0),
         "SELECT" => (2, 2),
         "QUIT" => (1, 0),
@@ -109,6 +109,10 @@ pub async fn execute(local: &Local, args: &Args, out: &mut Out) -> After {
         }
         "SLOWLOG" => {
             slowlog(args, out);
+            Ok(())
+        }
+        "LATENCY" => {
+            latency(args, out);
             Ok(())
         }
         "SELECT" => {
@@ -410,5 +414,47 @@ fn slowlog(args: &Args, out: &mut Out) {
         _ => out.error(
             "ERR unknown subcommand for 'slowlog'. Try SLOWLOG GET, SLOWLOG LEN or SLOWLOG RESET.",
         ),
+    }
+}
+
+/// LATENCY HISTOGRAM [command ...], in Redis 7's reply format (a map,
+/// flattened for RESP2): per command its calls and a cumulative histogram
+/// over power-of-two microsecond buckets, from ferrite-obs's histograms.
+#[probe(command, name = "LATENCY", skip_all)]
+fn latency(args: &Args, out: &mut Out) {
+    if !args[1].eq_ignore_ascii_case(b"HISTOGRAM") {
+        out.error("ERR LATENCY subcommand must be HISTOGRAM (the others are not supported)");
+        return;
+    }
+    let wanted: Vec<String> = args[2..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let commands: Vec<_> = ferrite_obs::commands()
+        .into_iter()
+        .filter(|c| c.calls > 0)
+        .filter(|c| wanted.is_empty() || wanted.contains(&c.name.to_ascii_lowercase()))
+        .collect();
+    out.array(commands.len() * 2);
+    for command in commands {
+        // Each bucket's count goes to the power-of-two microsecond edge
+        // that covers its upper bound; the reply is cumulative.
+        let mut edges: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+        for (_, high, count) in command.latency.buckets() {
+            let usec = high.div_ceil(1000).max(1).next_power_of_two();
+            *edges.entry(usec).or_default() += count;
+        }
+        out.bulk(command.name.to_ascii_lowercase().as_bytes());
+        out.array(4);
+        out.bulk(b"calls");
+        out.integer(command.calls as i64);
+        out.bulk(b"histogram_usec");
+        out.array(edges.len() * 2);
+        let mut cumulative = 0u64;
+        for (usec, count) in edges {
+            cumulative += count;
+            out.integer(usec as i64);
+            out.integer(cumulative as i64);
+        }
     }
 }
