@@ -419,3 +419,53 @@ fn gets_of_on_disk_values_and_sets_carry_exactly_their_io_uring_requests() {
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_full_disk_is_an_error_reply_and_loses_nothing_acknowledged() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
+            panic!("mounting a small tmpfs needs root, and FERRITE_REQUIRE_KERNEL=1 requires it");
+        }
+        eprintln!("SKIPPED a_full_disk...: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = temp_dir("full");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&data)
+        .status()
+        .expect("mount runs");
+    assert!(mounted.success(), "mount -t tmpfs");
+    let server = Server::start(&dir, "always");
+    let mut client = Client::connect(server.port);
+    let value = "f".repeat(4000);
+    let mut acknowledged = 0;
+    let error = loop {
+        client.send(&[
+            b"SET",
+            format!("k{acknowledged}").as_bytes(),
+            value.as_bytes(),
+        ]);
+        let reply = client.reply().unwrap();
+        if reply != "+OK" {
+            break reply;
+        }
+        acknowledged += 1;
+        assert!(acknowledged < 1000, "256 KiB never filled up");
+    };
+    assert!(
+        error.starts_with("-IOERR") && error.contains("No space left"),
+        "{error}"
+    );
+    // Everything acknowledged is still there, from disk.
+    for i in 0..acknowledged {
+        client.send(&[b"GET", format!("k{i}").as_bytes()]);
+        assert_eq!(client.reply().unwrap(), value, "k{i}");
+    }
+    server.kill();
+    let _ = Command::new("umount").arg(&data).status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
