@@ -469,3 +469,56 @@ fn a_full_disk_is_an_error_reply_and_loses_nothing_acknowledged() {
     let _ = Command::new("umount").arg(&data).status();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn thousands_of_idle_and_half_open_connections_stay_cheap() {
+    const CONNECTIONS: usize = 2000;
+    // Room for them on both sides (the server inherits the limit).
+    let limit = libc::rlimit {
+        rlim_cur: 8192,
+        rlim_max: 8192,
+    };
+    // SAFETY: a valid rlimit for RLIMIT_NOFILE.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        eprintln!("SKIPPED thousands_of_idle...: cannot raise RLIMIT_NOFILE to 8192");
+        return;
+    }
+    let dir = temp_dir("idle");
+    let server = Server::start(&dir, "no");
+    let pid = server.child.id();
+    let before = rss_kib(pid);
+    let mut connections = Vec::with_capacity(CONNECTIONS);
+    for i in 0..CONNECTIONS {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        // Every other one half-open: a request cut in the middle.
+        if i % 2 == 0 {
+            stream.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk").unwrap();
+        }
+        connections.push(stream);
+    }
+    // All accepted and waiting: a new client is still served at once.
+    assert_eq!(server.cli(&["PING"]), "PONG");
+    let after = rss_kib(pid);
+    let per_connection = (after.saturating_sub(before) * 1024) / CONNECTIONS as u64;
+    eprintln!(
+        "{CONNECTIONS} idle connections: RSS {before} -> {after} KiB, {per_connection} bytes each"
+    );
+    assert!(
+        per_connection < 64 * 1024,
+        "{per_connection} bytes per idle connection (RSS {before} -> {after} KiB)"
+    );
+    drop(connections);
+    assert_eq!(server.cli(&["DBSIZE"]), "0", "no half-open request ran");
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
