@@ -522,3 +522,62 @@ fn thousands_of_idle_and_half_open_connections_stay_cheap() {
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn redis_benchmark_runs_and_every_command_is_counted() {
+    let dir = temp_dir("benchmark");
+    let server = Server::start(&dir, "everysec");
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &server.port.to_string()])
+        .args([
+            "-t",
+            "ping,set,get,incr,mset",
+            "-n",
+            "2000",
+            "-c",
+            "8",
+            "-r",
+            "1000",
+            "-q",
+        ])
+        .output()
+        .expect("redis-benchmark runs (apt-get install redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "redis-benchmark: {out:?}");
+    for test in ["PING_INLINE", "SET", "GET", "INCR", "MSET (10 keys)"] {
+        assert!(
+            text.contains(&format!("{test}: ")) && !text.contains("error"),
+            "{test}: {text}"
+        );
+    }
+    // 2,000 of each test; PING_INLINE and PING_MBULK both count as PING.
+    let stats = server.cli(&["INFO", "commandstats"]);
+    for (command, calls) in [
+        ("ping", 4000),
+        ("set", 2000),
+        ("get", 2000),
+        ("incr", 2000),
+        ("mset", 2000),
+    ] {
+        assert!(
+            stats.contains(&format!("cmdstat_{command}:calls={calls},")),
+            "cmdstat_{command} should count {calls}:\n{stats}"
+        );
+    }
+    let endpoint = server.endpoint.expect("the endpoint is on");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http_client::get(endpoint, "/metrics");
+        if metrics.contains("ferrite_command_calls_total{command=\"MSET\"} 2000") {
+            assert!(metrics.contains("ferrite_command_calls_total{command=\"SET\"} 2000"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/metrics never counted 2000 MSETs:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
