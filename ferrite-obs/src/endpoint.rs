@@ -193,7 +193,7 @@ fn snapshot_json(snapshot: &Snapshot) -> String {
         let _ = write!(
             out,
             "{}{{\"name\":{},\"module\":{},\"command\":{},\"async\":{},\
-             \"total\":{{\"calls\":{},\"errors\":{},\"cancelled\":{},\"panicked\":{},\"in_flight\":{},\"polls\":{},\"busy_ns\":{}}},\
+             \"total\":{{\"calls\":{},\"errors\":{},\"cancelled\":{},\"panicked\":{},\"in_flight\":{},\"polls\":{},\"busy_ns\":{},\"latency_sum_ns\":{},\"latency_buckets\":[{}]}},\
              \"interval\":{{\"calls\":{},\"errors\":{},\"calls_per_second\":{},\"polls\":{},\"busy_ns\":{},\
              \"p50_ns\":{},\"p90_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\"max_ns\":{}}}}}",
             if i == 0 { "" } else { "," },
@@ -208,6 +208,12 @@ fn snapshot_json(snapshot: &Snapshot) -> String {
             t.in_flight(),
             t.polls,
             t.busy_ns,
+            t.latency.sum(),
+            t.latency
+                .buckets()
+                .map(|(low, high, count)| format!("[{low},{high},{count}]"))
+                .collect::<Vec<_>>()
+                .join(","),
             v.calls,
             v.errors,
             v.calls_per_second,
