@@ -14,6 +14,7 @@ declare -A NEEDED=(
     [bpftool]=bpftool       # lists loaded programs in the kernel tests
     [redis-cli]=redis-tools # drives ferrite-server in the end-to-end tests
     [setpriv]=util-linux    # runs the unprivileged kernel-view test
+    [tmux]=tmux             # drives ferrite-top in its test
 )
 # file -> Debian package providing it
 declare -A NEEDED_FILES=(
