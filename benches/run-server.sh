@@ -21,10 +21,11 @@ BARE=target/bare/release/ferrite-server
 work=$(mktemp -d -t ferrite-bench.XXXXXX)
 trap 'pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-# run CASE BINARY OBS_ENABLED EBPF_ENABLED: one redis-benchmark run, CSV lines
-# prefixed with the case.
+# run CASE BINARY OBS_ENABLED EBPF_ENABLED [full]: one redis-benchmark run,
+# CSV lines prefixed with the case; with `full`, redis-benchmark's whole
+# report (latency distributions included) instead.
 run() {
-    local case=$1 binary=$2 obs=$3 ebpf=$4
+    local case=$1 binary=$2 obs=$3 ebpf=$4 mode=${5:-csv}
     rm -rf "$work/data"
     cat >"$work/$case.toml" <<TOML
 [server]
@@ -49,8 +50,13 @@ TOML
     if [ "$ebpf" = true ] && ! grep -q '^kernel view: active' "$work/$case.out"; then
         echo "warning: $case: $(grep '^kernel view' "$work/$case.out")" >&2
     fi
-    redis-benchmark -p "$PORT" -t set,get -n "$REQUESTS" -c "$CLIENTS" -r 100000 \
-        --csv 2>/dev/null | tail -n +2 | sed "s/^/$case,/"
+    if [ "$mode" = full ]; then
+        redis-benchmark -p "$PORT" -t set,get -n "$REQUESTS" -c "$CLIENTS" -r 100000 \
+            2>/dev/null | tr '\r' '\n'
+    else
+        redis-benchmark -p "$PORT" -t set,get -n "$REQUESTS" -c "$CLIENTS" -r 100000 \
+            --csv 2>/dev/null | tail -n +2 | sed "s/^/$case,/"
+    fi
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 }
@@ -83,4 +89,41 @@ for test in ("SET", "GET"):
         base = base or (rps, p50, p99)
         print(f"| {case} | {test} | {rps:,.0f} | {rps / base[0]:.3f} | {p50:.3f} | {p50 / base[1]:.2f} | {p99:.3f} | {p99 / base[2]:.2f} |")
 print("\ntargets: instrumented >= 0.98 of bare throughput with eBPF off, >= 0.95 with eBPF on")
+PY
+
+# One more run of each, whole reports: their latency distributions, side by
+# side.
+run bare "$BARE" false false full >"$work/bare.report"
+run ebpf-off "$INSTRUMENTED" true false full >"$work/ebpf-off.report"
+run ebpf-on "$INSTRUMENTED" true true full >"$work/ebpf-on.report"
+python3 - "$work" <<'PY'
+import re, sys
+cases = ["bare", "ebpf-off", "ebpf-on"]
+def distribution(path, test):
+    """{upper bound ms: share of requests} from redis-benchmark's
+    'Cumulative distribution of latencies' of one test."""
+    text = open(path).read()
+    section = text.split(f"====== {test} ======", 1)[-1]
+    section = section.split("Cumulative distribution of latencies:", 1)[-1]
+    section = section.split("Summary:", 1)[0]
+    points, previous = [], 0.0
+    for pct, ms in re.findall(r"([0-9.]+)% <= ([0-9.]+) milliseconds", section):
+        pct = float(pct)
+        points.append((float(ms), pct - previous))
+        previous = pct
+    return points
+for test in ("SET", "GET"):
+    dists = {case: dict(distribution(f"{sys.argv[1]}/{case}.report", test)) for case in cases}
+    bounds = sorted({b for d in dists.values() for b in d})
+    # Merge the fine buckets into at most 16 rows.
+    step = max(1, len(bounds) // 16 + (len(bounds) % 16 > 0))
+    rows = []
+    for i in range(0, len(bounds), step):
+        chunk = bounds[i:i + step]
+        rows.append((chunk[-1], {c: sum(dists[c].get(b, 0.0) for b in chunk) for c in cases}))
+    print(f"\n{test}: share of requests by latency (ms), one # per 2 %")
+    print(f"{'<= ms':>8}  " + "".join(f"{c:<28}" for c in cases))
+    for bound, shares in rows:
+        cells = "".join(f"{'#' * round(shares[c] / 2):<22}{shares[c]:5.1f}% " for c in cases)
+        print(f"{bound:>8.3f}  {cells}")
 PY

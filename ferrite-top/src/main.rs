@@ -62,7 +62,7 @@ fn parse_args() -> Result<Args, String> {
                 args.sort = COLUMNS
                     .iter()
                     .position(|c| c.split(' ').next() == Some(v.as_str()))
-                    .ok_or_else(|| format!("--sort {v}: expected one of command, qps, calls, p50, p99, max, off-CPU, io"))?;
+                    .ok_or_else(|| format!("--sort {v}: expected one of command, qps, calls, p50, p99, max, on-CPU, off-CPU, io"))?;
             }
             "--once" => args.once = true,
             "--json" => args.json = true,

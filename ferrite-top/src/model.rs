@@ -48,6 +48,14 @@ pub(crate) struct CommandRow {
     pub(crate) buckets: Vec<(u64, u64, u64)>,
 }
 
+impl CommandRow {
+    /// Time on the CPU: time in its polls (calls) less time switched out
+    /// in them, when the kernel view measures the latter.
+    pub(crate) fn on_cpu_ms(&self) -> Option<f64> {
+        self.off_cpu_ms.map(|off| (self.busy_ms - off).max(0.0))
+    }
+}
+
 /// One opcode's io_uring figures, all commands together.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct OpcodeRow {
@@ -265,13 +273,14 @@ pub(crate) fn fetch(endpoint: SocketAddr) -> Result<View, FetchError> {
 }
 
 /// The columns commands can be sorted by.
-pub(crate) const COLUMNS: [&str; 8] = [
+pub(crate) const COLUMNS: [&str; 9] = [
     "command",
     "qps",
     "calls",
     "p50 us",
     "p99 us",
     "max us",
+    "on-CPU ms",
     "off-CPU ms",
     "io wait ms",
 ];
@@ -286,7 +295,8 @@ pub(crate) fn sort(rows: &mut [CommandRow], column: usize, reverse: bool) {
             3 => r.p50_us,
             4 => r.p99_us,
             5 => r.max_us,
-            6 => r.off_cpu_ms.unwrap_or(0.0),
+            6 => r.on_cpu_ms().unwrap_or(0.0),
+            7 => r.off_cpu_ms.unwrap_or(0.0),
             _ => r.io_wait_ms.unwrap_or(0.0),
         }
     };

@@ -24,7 +24,7 @@ fn opt(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
 
-fn command_cells(c: &CommandRow) -> [String; 8] {
+fn command_cells(c: &CommandRow) -> [String; 9] {
     [
         c.name.clone(),
         format!("{:.0}", c.qps),
@@ -32,6 +32,7 @@ fn command_cells(c: &CommandRow) -> [String; 8] {
         format!("{:.1}", c.p50_us),
         format!("{:.1}", c.p99_us),
         format!("{:.1}", c.max_us),
+        opt(c.on_cpu_ms()),
         opt(c.off_cpu_ms),
         opt(c.io_wait_ms),
     ]
@@ -95,6 +96,7 @@ pub(crate) fn draw(frame: &mut Frame<'_>, view: Option<&View>, ui: &Ui) {
         Constraint::Length(9),
         Constraint::Length(9),
         Constraint::Length(10),
+        Constraint::Length(11),
         Constraint::Length(11),
         Constraint::Length(11),
     ];

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::{Client, Server, temp_dir};
 
+/// Presses of `s` that take the sort from qps (the default) to the name
+/// column: one per column after qps (command, qps, calls, p50, p99, max,
+/// on-CPU, off-CPU, io wait).
+const COLUMNS_AFTER_QPS: usize = 8;
+
 /// The ferrite-top binary of this build (same target directory and
 /// profile as the server's), built if it is not yet.
 fn ferrite_top() -> PathBuf {
@@ -112,23 +117,29 @@ fn the_live_view_shows_the_commands_under_load() {
     );
     assert!(screen.contains("io_uring by opcode"), "{screen}");
 
-    // Sorting by name puts GET above SET; Enter shows a histogram.
-    for _ in 0..7 {
+    // Sorting by name puts GET above SET; Enter shows a histogram. Keys
+    // are handled between refreshes: wait for the screen, not a fixed time.
+    let screen_showing = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = tmux(&["capture-pane", "-p", "-t", &session]);
+            if screen.contains(what) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "no `{what}` on:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // From qps (the default) around to the name column.
+    for _ in 0..COLUMNS_AFTER_QPS {
         tmux(&["send-keys", "-t", &session, "s"]);
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let sorted = tmux(&["capture-pane", "-p", "-t", &session]);
-    assert!(sorted.contains("sorted by command"), "{sorted}");
+    let sorted = screen_showing("sorted by command");
     let get = row(&sorted, "GET").expect("a GET row").0;
     let set = row(&sorted, "SET").expect("a SET row").0;
     assert!(get < set, "sorted by name:\n{sorted}");
     tmux(&["send-keys", "-t", &session, "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let histogram = tmux(&["capture-pane", "-p", "-t", &session]);
-    assert!(
-        histogram.contains("latency histogram since start"),
-        "{histogram}"
-    );
+    screen_showing("latency histogram since start");
     tmux(&["send-keys", "-t", &session, "q"]);
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("tmux")
