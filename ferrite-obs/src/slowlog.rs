@@ -171,13 +171,26 @@ pub fn reset() {
         .clear();
 }
 
-/// The log now, newest first (as Redis's `SLOWLOG GET`); also in every
-/// snapshot.
+/// The log now, newest first (as Redis's `SLOWLOG GET`).
 pub fn read() -> SlowLog {
     let ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
     SlowLog {
         entries: ring.entries.iter().rev().cloned().collect(),
         logged: ring.logged,
+        dropped: DROPPED.load(Ordering::Relaxed),
+    }
+}
+
+/// The log as far as [`annotate`] has reached: what a snapshot carries when
+/// the kernel view runs, so that no entry appears in one without its
+/// breakdown having been looked up (commands logged since the last
+/// `annotate` wait for the next snapshot).
+pub(crate) fn read_annotated() -> SlowLog {
+    let ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let pending = usize::try_from(ring.logged - ring.annotated).unwrap_or(usize::MAX);
+    SlowLog {
+        entries: ring.entries.iter().rev().skip(pending).cloned().collect(),
+        logged: ring.annotated,
         dropped: DROPPED.load(Ordering::Relaxed),
     }
 }

@@ -173,7 +173,7 @@ impl Rollup {
             .map(|s| (s.total.id as u32 + 1, s.total.name))
             .collect();
         let kernel = self.kernel.read(&|kind| names.get(&kind).copied());
-        if kernel.is_some() {
+        let slowlog = if kernel.is_some() {
             slowlog::annotate(|id, busy| {
                 let figures = self.kernel.command(id)?;
                 let off_cpu = figures.blocked + figures.preempted;
@@ -183,7 +183,10 @@ impl Rollup {
                     on_cpu: busy.saturating_sub(off_cpu),
                 })
             });
-        }
+            slowlog::read_annotated()
+        } else {
+            slowlog::read()
+        };
         self.sequence += 1;
         let added = Duration::from_secs_f64(
             (interval_calls as f64 * self.instrumentation.per_call_ns / 1e9).min(1e9),
@@ -200,7 +203,7 @@ impl Rollup {
             sequence: self.sequence,
             sites,
             collector: self.cost,
-            slowlog: slowlog::read(),
+            slowlog,
             instrumentation: self.instrumentation,
             kernel,
         }

@@ -44,6 +44,8 @@ pub(crate) struct Kernel {
 }
 
 struct Loaded {
+    /// The load's generation (see `threads`).
+    generation: u32,
     ebpf: Ebpf,
     links: Vec<(&'static str, TracePointLinkId)>,
     io_stats: PerCpuHashMap<MapData, IoKey, IoStats>,
@@ -134,7 +136,7 @@ impl Kernel {
     /// Detaches every program and frees every map.
     pub(crate) fn unload(&mut self) {
         if let Some(mut loaded) = self.loaded.take() {
-            super::threads::uninstall();
+            super::threads::uninstall(loaded.generation);
             for (program, link) in loaded.links.drain(..) {
                 if let Some(Ok(tracepoint)) = loaded
                     .ebpf
@@ -192,6 +194,7 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     let threads_map = take(&mut ebpf, "threads")?;
     let threads_fd = duplicate(&threads_map)?;
     let loaded = Loaded {
+        generation,
         io_stats: map(&mut ebpf, "io_stats")?,
         offcpu: map(&mut ebpf, "offcpu")?,
         counters: map(&mut ebpf, "counters")?,

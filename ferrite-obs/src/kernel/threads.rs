@@ -38,6 +38,7 @@ static NEXT_SEQ_BASE: AtomicU64 = AtomicU64::new(1 << 40);
 #[derive(Debug)]
 struct Registrar {
     threads_map: OwnedFd,
+    generation: u32,
 }
 
 /// A new generation for the next load: the programs get it as a load-time
@@ -49,14 +50,28 @@ pub(super) fn reserve_generation() -> u32 {
 
 /// Starts registering threads into `threads_map` under `generation`.
 pub(super) fn install(threads_map: OwnedFd, generation: u32) {
-    REGISTRAR.store(Some(Arc::new(Registrar { threads_map })));
+    REGISTRAR.store(Some(Arc::new(Registrar {
+        threads_map,
+        generation,
+    })));
     GENERATION.store(u64::from(generation), Ordering::Release);
 }
 
-/// Stops registering threads and closes the map (once no thread is using it).
-pub(super) fn uninstall() {
-    GENERATION.store(0, Ordering::Release);
-    REGISTRAR.store(None);
+/// Stops registering threads into the map of load `generation` and closes
+/// it (once no thread is using it). A later load that has installed itself
+/// meanwhile (a runtime dropped without `shutdown` unloads in the
+/// background, possibly after the next one started) is left alone.
+pub(super) fn uninstall(generation: u32) {
+    let _ = GENERATION.compare_exchange(
+        u64::from(generation),
+        0,
+        Ordering::AcqRel,
+        Ordering::Relaxed,
+    );
+    let current = REGISTRAR.load();
+    if current.as_ref().is_some_and(|r| r.generation == generation) {
+        REGISTRAR.compare_and_swap(&*current, None);
+    }
 }
 
 /// A thread's attribution state.
