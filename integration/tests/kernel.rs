@@ -579,8 +579,9 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
     shutdown(handle);
 }
 
-/// Names of our programs among the loaded ones, as `bpftool` lists them.
-fn our_programs() -> Vec<String> {
+/// `(id, name)` of every loaded ferrite-obs program, as `bpftool` lists
+/// them (ids are never reused while the system runs).
+fn fo_programs() -> Vec<(u32, String)> {
     let out = Command::new("bpftool")
         .args(["prog", "show"])
         .output()
@@ -588,22 +589,31 @@ fn our_programs() -> Vec<String> {
     assert!(out.status.success(), "bpftool prog show: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1))
-        .filter(|name| name.starts_with("fo_"))
-        .map(str::to_owned)
+        .filter_map(|l| {
+            let id = l.split(':').next()?.trim().parse().ok()?;
+            let name = l.split_whitespace().skip_while(|w| *w != "name").nth(1)?;
+            name.starts_with("fo_").then(|| (id, name.to_owned()))
+        })
         .collect()
 }
 
 #[test]
 fn shutdown_detaches_every_program() {
     let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Programs of an earlier load may still be on their way out (the
+    // kernel frees them after an RCU grace period): ours are the new ids.
+    let before = fo_programs();
     let Some(handle) = start("shutdown_detaches_every_program") else {
         return;
     };
-    let mut loaded = our_programs();
-    loaded.sort();
+    let mut ours: Vec<(u32, String)> = fo_programs()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    ours.sort_by(|a, b| a.1.cmp(&b.1));
+    let names: Vec<&str> = ours.iter().map(|(_, name)| name.as_str()).collect();
     assert_eq!(
-        loaded,
+        names,
         [
             "fo_complete",
             "fo_cqe_overflow",
@@ -616,15 +626,26 @@ fn shutdown_detaches_every_program() {
         "every program is loaded while running"
     );
     shutdown(handle);
-    // The kernel frees a program once its last reference is gone, after an
-    // RCU grace period: give it a moment, not forever.
+    // Freed once the last reference is gone, after a grace period: give it
+    // a moment, not forever.
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut left = our_programs();
-    while !left.is_empty() && Instant::now() < deadline {
+    let left = loop {
+        let loaded = fo_programs();
+        let left: Vec<_> = ours
+            .iter()
+            .filter(|p| loaded.contains(p))
+            .cloned()
+            .collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            break left;
+        }
         std::thread::sleep(Duration::from_millis(20));
-        left = our_programs();
-    }
-    assert_eq!(left, Vec::<String>::new(), "none is left after shutdown");
+    };
+    assert_eq!(
+        left,
+        Vec::<(u32, String)>::new(),
+        "none is left after shutdown"
+    );
 }
 
 /// Shuts the runtime down and waits until it has (the kernel view unloaded).
