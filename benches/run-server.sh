@@ -121,9 +121,9 @@ for test in ("SET", "GET"):
     for i in range(0, len(bounds), step):
         chunk = bounds[i:i + step]
         rows.append((chunk[-1], {c: sum(dists[c].get(b, 0.0) for b in chunk) for c in cases}))
-    print(f"\n{test}: share of requests by latency (ms), one # per 2 %")
-    print(f"{'<= ms':>8}  " + "".join(f"{c:<28}" for c in cases))
+    print(f"\n{test}: share of requests by latency (ms), one # per 4 %")
+    print(f"{'<= ms':>8}  " + "".join(f"{c:<33}" for c in cases))
     for bound, shares in rows:
-        cells = "".join(f"{'#' * round(shares[c] / 2):<22}{shares[c]:5.1f}% " for c in cases)
+        cells = "".join(f"{'#' * round(shares[c] / 4):<25}{shares[c]:5.1f}%  " for c in cases)
         print(f"{bound:>8.3f}  {cells}")
 PY
