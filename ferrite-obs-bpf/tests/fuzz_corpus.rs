@@ -1,23 +1,14 @@
 //! The `ring_record` fuzz corpus (`fuzz/corpus/ring_record/`) replayed on
 //! stable, so every test run checks what the fuzzer found, nightly or not.
 
-use std::path::Path;
+#[path = "../../ferrite-obs/tests/support/corpus.rs"]
+mod corpus;
+
+use corpus::replay;
 
 #[test]
 fn ring_record_corpus() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/ring_record");
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {} is missing: {e}", dir.display()));
-    let mut replayed = 0;
-    for entry in entries {
-        let path = entry.expect("corpus entry").path();
-        let data = std::fs::read(&path).expect("corpus file");
-        if std::panic::catch_unwind(|| ferrite_obs_bpf::fuzzing::ring_record(&data)).is_err() {
-            panic!("corpus input {} fails", path.display());
-        }
-        replayed += 1;
-    }
-    assert!(replayed > 0, "corpus {} is empty", dir.display());
+    replay("ring_record", ferrite_obs_bpf::fuzzing::ring_record);
 }
 
 /// The check catches wrong decoders, so the replay above can fail: one that

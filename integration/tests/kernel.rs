@@ -10,6 +10,8 @@
 
 #[path = "../../ferrite-obs/tests/support/http.rs"]
 mod http_client;
+#[path = "common/skip.rs"]
+mod skip;
 #[path = "../../ferrite-obs/tests/support/mod.rs"]
 mod support;
 
@@ -52,12 +54,7 @@ fn start(test: &str) -> Option<Handle> {
         KernelStatus::Active { .. } => Some(handle),
         other => {
             drop(handle);
-            if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
-                panic!(
-                    "{test}: the kernel view is not active ({other}), and FERRITE_REQUIRE_KERNEL=1 requires it"
-                );
-            }
-            eprintln!("SKIPPED {test}: the kernel view is not active: {other}");
+            skip::skip(test, &format!("the kernel view is not active ({other})"));
             None
         }
     }
@@ -658,12 +655,11 @@ fn shutdown(handle: Handle) {
 
 #[test]
 fn unprivileged_status_names_the_missing_capability_and_call_sites_still_work() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
-            panic!("dropping privileges needs root, and FERRITE_REQUIRE_KERNEL=1 requires it");
-        }
-        eprintln!("SKIPPED unprivileged_status...: needs root to run a child as nobody");
+    if !skip::is_root() {
+        skip::skip(
+            "unprivileged_status_names_the_missing_capability_and_call_sites_still_work",
+            "dropping privileges needs root",
+        );
         return;
     }
     let out = Command::new("setpriv")

@@ -11,6 +11,8 @@ mod http_client;
 mod support;
 
 mod common;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -227,13 +229,11 @@ fn gets_of_on_disk_values_and_sets_carry_exactly_their_io_uring_requests() {
     let dir = temp_dir("kernel");
     let server = Server::start(&dir, "always");
     if !server.kernel.starts_with("active") {
-        if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
-            panic!(
-                "the kernel view is not active ({}), and FERRITE_REQUIRE_KERNEL=1 requires it",
-                server.kernel
-            );
-        }
-        eprintln!("SKIPPED: the kernel view is not active: {}", server.kernel);
+        let reason = format!("the kernel view is not active ({})", server.kernel);
+        skip::skip(
+            "gets_of_on_disk_values_and_sets_carry_exactly_their_io_uring_requests",
+            &reason,
+        );
         return;
     }
     let endpoint = server.endpoint.expect("the endpoint is on");
@@ -299,12 +299,11 @@ fn gets_of_on_disk_values_and_sets_carry_exactly_their_io_uring_requests() {
 
 #[test]
 fn a_full_disk_is_an_error_reply_and_loses_nothing_acknowledged() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var_os("FERRITE_REQUIRE_KERNEL").is_some_and(|v| v == "1") {
-            panic!("mounting a small tmpfs needs root, and FERRITE_REQUIRE_KERNEL=1 requires it");
-        }
-        eprintln!("SKIPPED a_full_disk...: mounting a small tmpfs needs root");
+    if !skip::is_root() {
+        skip::skip(
+            "a_full_disk_is_an_error_reply_and_loses_nothing_acknowledged",
+            "mounting a small tmpfs needs root",
+        );
         return;
     }
     let dir = temp_dir("full");
