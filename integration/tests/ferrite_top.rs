@@ -197,6 +197,39 @@ fn an_unreachable_endpoint_is_said_plainly() {
     );
     assert!(!message.contains("panicked"), "{message}");
 
+    // Live, the screen says so and keeps retrying.
+    let session = format!("ferrite-top-absent-{}", std::process::id());
+    let command = format!(
+        "{} --endpoint 127.0.0.1:{port} --interval-ms 200",
+        top.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "20",
+        &command,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let screen = loop {
+        let screen = tmux(&["capture-pane", "-p", "-t", &session]);
+        if screen.contains("retrying every 200 ms") {
+            break screen;
+        }
+        assert!(Instant::now() < deadline, "no retry message on:\n{screen}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(screen.contains("cannot reach ferrite-obs"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+
     // Something that is not a ferrite-obs endpoint: another version.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
