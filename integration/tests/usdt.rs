@@ -223,10 +223,21 @@ impl Tracer {
         Tracer { child, lines }
     }
 
-    /// Stops bpftrace and returns every line it printed.
-    fn finish(mut self) -> Vec<String> {
-        self.interrupt();
+    /// Waits (up to 20 s) until bpftrace has printed `last` `times` times,
+    /// then stops it and returns every line it printed. Events fired just
+    /// before a SIGINT may never be printed: bpftrace reads its perf buffer
+    /// on its own schedule.
+    fn finish_after(mut self, last: &str, times: usize) -> Vec<String> {
         let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while out.iter().filter(|l: &&String| *l == last).count() < times {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(_) => break,
+            }
+        }
+        self.interrupt();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(20)) {
             out.push(line);
         }
@@ -316,7 +327,8 @@ fn bpftrace_sees_the_calls_the_host_made() {
         !did.iter().any(|l| l.starts_with("tracer did not attach")),
         "bpftrace never attached: {did:?}"
     );
-    let events = tracer.finish();
+    // The host's last event of each of its two phases.
+    let events = tracer.finish_after("connection_close 7 3 4000", 2);
     let events: Vec<&str> = events
         .iter()
         .map(String::as_str)
