@@ -17,6 +17,9 @@ echo "== loom models (--cfg loom, release)"
 RUSTFLAGS="--cfg loom" cargo test --quiet -p ferrite-obs --release --lib \
     --target-dir target/loom loom
 
+echo "== cargo build -p ferrite-top (run by the end-to-end tests)"
+cargo build --quiet -p ferrite-top
+
 echo "== cargo test --workspace"
 # The USDT tests attach real bpftrace: as root here, so a skip is a failure.
 log=$(mktemp)

@@ -17,16 +17,16 @@ use common::{Client, Server, temp_dir};
 const COLUMNS_AFTER_QPS: usize = 8;
 
 /// The ferrite-top binary of this build (same target directory and
-/// profile as the server's), built if it is not yet.
+/// profile as the server's). It belongs to another package, so `cargo test`
+/// does not build it: the test command builds it first (a test cannot run
+/// cargo itself: the build directory is locked while tests run).
 fn ferrite_top() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_BIN_EXE_ferrite-server")).with_file_name("ferrite-top");
-    if !path.exists() {
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "ferrite-top"])
-            .status()
-            .expect("cargo runs");
-        assert!(built.success(), "cargo build -p ferrite-top");
-    }
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p ferrite-top`; scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
