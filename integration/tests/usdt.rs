@@ -223,6 +223,23 @@ impl Tracer {
         Tracer { child, lines }
     }
 
+    /// Waits (up to 60 s) for bpftrace's BEGIN line, `tracing`: BEGIN runs
+    /// once every probe location is attached. A probe's semaphore is raised
+    /// by its first location, so a host that waits for the semaphores alone
+    /// can fire sites bpftrace has not attached yet.
+    fn wait_until_tracing(&mut self) -> Vec<String> {
+        let mut early = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == "tracing" => return early,
+                Ok(line) => early.push(line),
+                Err(_) => panic!("bpftrace never reached BEGIN: {early:?}"),
+            }
+        }
+    }
+
     /// Waits (up to 20 s) until bpftrace has printed `last` `times` times,
     /// then stops it and returns every line it printed. Events fired just
     /// before a SIGINT may never be printed: bpftrace reads its perf buffer
@@ -276,6 +293,7 @@ fn bpftrace_script(binary: &Path) -> String {
     let b = binary.display();
     format!(
         r#"
+BEGIN {{ printf("tracing\n"); }}
 usdt:{b}:ferrite:probe_enter {{ printf("enter %s %d\n", str(arg0), arg1); }}
 usdt:{b}:ferrite:probe_exit {{ printf("exit %s %d %d %d\n", str(arg0), arg1, arg2, arg3); }}
 usdt:{b}:ferrite:command_start {{ printf("command_start %d %s\n", arg0, str(arg1)); }}
@@ -317,7 +335,8 @@ fn bpftrace_sees_the_calls_the_host_made() {
     }
     let binary = PathBuf::from(TARGET);
     let mut host = Host::start(&binary, &["--wait-for-tracer"]);
-    let tracer = Tracer::attach(host.pid, &bpftrace_script(&binary));
+    let mut tracer = Tracer::attach(host.pid, &bpftrace_script(&binary));
+    tracer.wait_until_tracing();
     // bpftrace announces "Attaching" before it has attached (and buffers its
     // output in a pipe): the host itself waits until every probe's semaphore
     // is raised before it makes its calls.
