@@ -60,6 +60,65 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// ferrite-top in a detached tmux session, 160 columns wide; the session
+/// ends when dropped.
+struct Pane {
+    session: String,
+}
+
+impl Pane {
+    fn start(name: &str, endpoint: &str, rows: u16) -> Pane {
+        let session = format!("{name}-{}", std::process::id());
+        let command = format!(
+            "{} --endpoint {endpoint} --interval-ms 200",
+            ferrite_top().display()
+        );
+        let rows = rows.to_string();
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            &rows,
+            &command,
+        ]);
+        Pane { session }
+    }
+
+    fn keys(&self, keys: &str) {
+        tmux(&["send-keys", "-t", &self.session, keys]);
+    }
+
+    /// The screen, once `shows` holds for it (keys are handled between
+    /// refreshes: wait for the screen, never a fixed time).
+    fn wait_for(&self, what: &str, shows: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = tmux(&["capture-pane", "-p", "-t", &self.session]);
+            if shows(&screen) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "no {what} on:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session, "q"])
+            .status();
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
 /// The cells of the `command` row of a captured screen, and its line.
 fn row<'a>(screen: &'a str, command: &str) -> Option<(usize, Vec<&'a str>)> {
     screen.lines().enumerate().find_map(|(i, l)| {
@@ -84,32 +143,11 @@ fn the_live_view_shows_the_commands_under_load() {
     let top = ferrite_top();
     let mut benchmarks = [load(server.port, "set"), load(server.port, "get")];
 
-    let session = format!("ferrite-top-{}", std::process::id());
-    let command = format!("{} --endpoint {endpoint} --interval-ms 200", top.display());
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "160",
-        "-y",
-        "40",
-        &command,
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let screen = loop {
-        let screen = tmux(&["capture-pane", "-p", "-t", &session]);
-        let busy = |c| rate(&screen, c).is_some_and(|r| r > 0.0);
-        if busy("SET") && busy("GET") {
-            break screen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SET and GET with non-zero rates on:\n{screen}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let pane = Pane::start("ferrite-top", &endpoint, 40);
+    let busy = |screen: &str, command| rate(screen, command).is_some_and(|r| r > 0.0);
+    let screen = pane.wait_for("SET and GET with non-zero rates", |screen| {
+        busy(screen, "SET") && busy(screen, "GET")
+    });
     let state = server.kernel.split(':').next().unwrap_or_default();
     assert!(
         screen.contains(&format!("kernel view: {state}")),
@@ -117,34 +155,20 @@ fn the_live_view_shows_the_commands_under_load() {
     );
     assert!(screen.contains("io_uring by opcode"), "{screen}");
 
-    // Sorting by name puts GET above SET; Enter shows a histogram. Keys
-    // are handled between refreshes: wait for the screen, not a fixed time.
-    let screen_showing = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let screen = tmux(&["capture-pane", "-p", "-t", &session]);
-            if screen.contains(what) {
-                return screen;
-            }
-            assert!(Instant::now() < deadline, "no `{what}` on:\n{screen}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    // Sorting by name puts GET above SET; Enter shows a histogram.
     // From qps (the default) around to the name column.
     for _ in 0..COLUMNS_AFTER_QPS {
-        tmux(&["send-keys", "-t", &session, "s"]);
+        pane.keys("s");
     }
-    let sorted = screen_showing("sorted by command");
+    let sorted = pane.wait_for("a sort by command", |s| s.contains("sorted by command"));
     let get = row(&sorted, "GET").expect("a GET row").0;
     let set = row(&sorted, "SET").expect("a SET row").0;
     assert!(get < set, "sorted by name:\n{sorted}");
-    tmux(&["send-keys", "-t", &session, "Enter"]);
-    screen_showing("latency histogram since start");
-    tmux(&["send-keys", "-t", &session, "q"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .status();
+    pane.keys("Enter");
+    pane.wait_for("a histogram", |s| {
+        s.contains("latency histogram since start")
+    });
+    drop(pane);
 
     // The same figures for scripts.
     let once = Command::new(&top)
@@ -198,37 +222,10 @@ fn an_unreachable_endpoint_is_said_plainly() {
     assert!(!message.contains("panicked"), "{message}");
 
     // Live, the screen says so and keeps retrying.
-    let session = format!("ferrite-top-absent-{}", std::process::id());
-    let command = format!(
-        "{} --endpoint 127.0.0.1:{port} --interval-ms 200",
-        top.display()
-    );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "160",
-        "-y",
-        "20",
-        &command,
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let screen = loop {
-        let screen = tmux(&["capture-pane", "-p", "-t", &session]);
-        if screen.contains("retrying every 200 ms") {
-            break screen;
-        }
-        assert!(Instant::now() < deadline, "no retry message on:\n{screen}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let pane = Pane::start("ferrite-top-absent", &format!("127.0.0.1:{port}"), 20);
+    let screen = pane.wait_for("a retry message", |s| s.contains("retrying every 200 ms"));
     assert!(screen.contains("cannot reach ferrite-obs"), "{screen}");
-    tmux(&["send-keys", "-t", &session, "q"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .status();
+    drop(pane);
 
     // Something that is not a ferrite-obs endpoint: another version.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
