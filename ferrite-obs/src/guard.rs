@@ -206,9 +206,7 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
         };
         // After `local_shard`, which registers the site and so gives it its kind.
         let restore = if is_command {
-            // A synchronous call creates no tokio-uring operation: nothing
-            // to watch on the submission queue.
-            let _ = kernel::enter_command();
+            kernel::enter_command();
             command::enter(command, site.kind())
         } else {
             Previous::default()
@@ -355,8 +353,9 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
                 first_poll_start = start;
                 State::Running(Running {
                     command,
-                    // After `local_shard`, which registers the site.
-                    kind: site.kind(),
+                    // After `local_shard`, which registers the site; only a
+                    // command root's kind is ever read.
+                    kind: if site.meta.is_command { site.kind() } else { 0 },
                     is_command: site.meta.is_command,
                     start,
                     recorded: recording,
@@ -371,7 +370,7 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
         };
 
         let scope = running.is_command.then(|| {
-            let watch = kernel::enter_command();
+            let watch = kernel::enter_command_poll();
             (Scope::enter(running.command, running.kind), watch)
         });
         // Busy time is measured only while recording; a tracer alone needs

@@ -36,20 +36,31 @@ pub(crate) struct PollWatch {
     sq_tail: Option<u32>,
 }
 
-/// On a thread entering a command's poll: makes sure the kernel view knows
-/// the thread (registered once per load), and notes the SQ tail of its
-/// tokio-uring ring. One relaxed load while the kernel view is off.
+/// On a thread entering a synchronous command: makes sure the kernel view
+/// knows the thread (registered once per load). One relaxed load while the
+/// kernel view is off.
 #[inline(always)]
-pub(crate) fn enter_command() -> PollWatch {
+pub(crate) fn enter_command() {
     #[cfg(all(target_os = "linux", feature = "ebpf"))]
     threads::enter_command();
-    PollWatch {
-        #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
-        sq_tail: if threads::active() {
+}
+
+/// On a thread entering a command's poll: [`enter_command`], and the SQ tail
+/// of its tokio-uring ring, for [`exit_command`].
+#[inline(always)]
+pub(crate) fn enter_command_poll() -> PollWatch {
+    #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
+    return PollWatch {
+        sq_tail: if threads::enter_command() {
             uring::tail()
         } else {
             None
         },
+    };
+    #[cfg(not(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring")))]
+    {
+        enter_command();
+        PollWatch {}
     }
 }
 

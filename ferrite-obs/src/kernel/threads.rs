@@ -97,17 +97,20 @@ thread_local! {
     };
 }
 
-/// On a thread entering a command's poll: register it if it is not yet.
+/// On a thread entering a command: registers it if it is not yet; whether
+/// a kernel view is loaded.
 #[inline(always)]
-pub(super) fn enter_command() {
+pub(super) fn enter_command() -> bool {
     let generation = GENERATION.load(Ordering::Relaxed);
-    if generation != 0 {
-        let _ = THREAD.try_with(|state| {
-            if state.registered.get() != generation {
-                state.register(generation);
-            }
-        });
+    if generation == 0 {
+        return false;
     }
+    let _ = THREAD.try_with(|state| {
+        if state.registered.get() != generation {
+            state.register(generation);
+        }
+    });
+    true
 }
 
 /// Writes the slot of `user_data` with the thread's current command.
@@ -117,13 +120,6 @@ pub(super) fn tag(user_data: u64) {
         let (command, kind) = crate::command::current_with_kind();
         tag_as(user_data, command, kind);
     }
-}
-
-/// Whether a kernel view is loaded (threads register, slots are read).
-#[cfg(feature = "tokio-uring")]
-#[inline(always)]
-pub(super) fn active() -> bool {
-    GENERATION.load(Ordering::Relaxed) != 0
 }
 
 /// Writes the slot of `user_data` with `command` of `kind`.
