@@ -136,6 +136,107 @@ fn redis_cli_gets_redis_replies_and_the_figures_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Lists, sets, hashes, sorted sets and streams reply as Redis does, refuse
+/// a command of another type, and come back the same after a `kill -9` and
+/// a restart (SPOP's random choice and XADD's `*` id included).
+#[test]
+fn collections_reply_as_redis_and_survive_kill_9() {
+    let dir = temp_dir("collections");
+    let server = Server::start(&dir, "always");
+    let expect = |args: &[&str], reply: &str| {
+        assert_eq!(server.cli(args), reply, "{args:?}");
+    };
+    expect(&["RPUSH", "list", "b", "c", "d"], "3");
+    expect(&["LPUSH", "list", "a", "z"], "5");
+    expect(&["LRANGE", "list", "0", "-1"], "z\na\nb\nc\nd");
+    expect(&["LRANGE", "list", "-2", "99"], "c\nd");
+    expect(&["LPOP", "list"], "z");
+    expect(&["RPOP", "list", "2"], "d\nc");
+    expect(&["LLEN", "list"], "2");
+    expect(&["LPOP", "nothing"], "");
+    expect(&["SADD", "set", "x", "y", "z", "x"], "3");
+    expect(&["SISMEMBER", "set", "y"], "1");
+    expect(&["SREM", "set", "y", "q"], "1");
+    let popped = server.cli(&["SPOP", "set"]);
+    assert!(popped == "x" || popped == "z", "{popped}");
+    expect(&["SCARD", "set"], "1");
+    expect(&["HSET", "hash", "f", "1", "g", "2"], "2");
+    expect(&["HSET", "hash", "f", "3"], "0");
+    expect(&["HGET", "hash", "f"], "3");
+    expect(&["HDEL", "hash", "g", "nope"], "1");
+    expect(&["HLEN", "hash"], "1");
+    expect(
+        &["ZADD", "zset", "2", "b", "1", "a", "3", "c", "-inf", "m"],
+        "4",
+    );
+    expect(&["ZPOPMIN", "zset"], "m\n-inf");
+    expect(
+        &["ZRANGE", "zset", "0", "-1", "WITHSCORES"],
+        "a\n1\nb\n2\nc\n3",
+    );
+    expect(&["ZSCORE", "zset", "b"], "2");
+    expect(&["ZREM", "zset", "c"], "1");
+    expect(
+        &["ZADD", "zset", "nan", "q"],
+        "ERR value is not a valid float",
+    );
+    let id = server.cli(&["XADD", "stream", "*", "field", "value"]);
+    expect(
+        &["XADD", "stream", "1-1", "f", "v"],
+        "ERR The ID specified in XADD is equal or smaller than the target stream top item",
+    );
+    expect(&["XLEN", "stream"], "1");
+    expect(
+        &["XRANGE", "stream", "-", "+"],
+        &format!("{id}\nfield\nvalue"),
+    );
+    expect(
+        &["GET", "list"],
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+    );
+    expect(
+        &["LPUSH", "hash", "x"],
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+    );
+    expect(&["TYPE", "list"], "list");
+    expect(&["TYPE", "stream"], "stream");
+    expect(&["SET", "emptied", "x"], "OK");
+    expect(&["RPUSH", "gone", "x"], "1");
+    expect(&["RPOP", "gone"], "x");
+    expect(&["EXISTS", "gone"], "0");
+    expect(&["EXPIRE", "hash", "1000"], "1");
+
+    let state = |server: &Server| -> Vec<String> {
+        [
+            &["LRANGE", "list", "0", "-1"][..],
+            &["SMEMBERS", "set"],
+            &["HGETALL", "hash"],
+            &["ZRANGE", "zset", "0", "-1", "WITHSCORES"],
+            &["XRANGE", "stream", "-", "+"],
+            &["TYPE", "hash"],
+            &["EXISTS", "gone"],
+            &["DBSIZE"],
+        ]
+        .iter()
+        .map(|args| server.cli(args))
+        .collect()
+    };
+    let before = state(&server);
+    let ttl: u64 = server.cli(&["TTL", "hash"]).parse().unwrap();
+    assert!(ttl > 990, "{ttl}");
+    server.kill();
+    let server = Server::start(&dir, "always");
+    assert_eq!(
+        state(&server),
+        before,
+        "the same collections after the restart"
+    );
+    let ttl: u64 = server.cli(&["TTL", "hash"]).parse().unwrap();
+    assert!((900..=1000).contains(&ttl), "the expiry survives: {ttl}");
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Malformed RESP gets Redis's protocol error, then the connection closes.
 #[test]
 fn protocol_errors_close_the_connection() {
@@ -399,45 +500,68 @@ fn thousands_of_idle_and_half_open_connections_stay_cheap() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// redis-benchmark's whole default suite (no `-t`): every test runs without
+/// an error reply and every command it sends is counted by name.
 #[test]
-fn redis_benchmark_runs_and_every_command_is_counted() {
+fn redis_benchmark_default_tests_run_and_every_command_is_counted() {
     let dir = temp_dir("benchmark");
     let server = Server::start(&dir, "everysec");
     let out = Command::new("redis-benchmark")
         .args(["-p", &server.port.to_string()])
-        .args([
-            "-t",
-            "ping,set,get,incr,mset",
-            "-n",
-            "2000",
-            "-c",
-            "8",
-            "-r",
-            "1000",
-            "-q",
-        ])
+        .args(["-n", "2000", "-c", "8", "-r", "1000", "-q"])
         .output()
         .expect("redis-benchmark runs (apt-get install redis-tools)");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
     assert!(out.status.success(), "redis-benchmark: {out:?}");
-    for test in ["PING_INLINE", "SET", "GET", "INCR", "MSET (10 keys)"] {
+    assert!(!text.contains("rror"), "an error reply: {text}");
+    let tests = [
+        "PING_INLINE",
+        "PING_MBULK",
+        "SET",
+        "GET",
+        "INCR",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "RPOP",
+        "SADD",
+        "HSET",
+        "SPOP",
+        "ZADD",
+        "ZPOPMIN",
+        "LPUSH (needed to benchmark LRANGE)",
+        "LRANGE_100 (first 100 elements)",
+        "LRANGE_300 (first 300 elements)",
+        "LRANGE_500 (first 500 elements)",
+        "LRANGE_600 (first 600 elements)",
+        "MSET (10 keys)",
+    ];
+    for test in tests {
         assert!(
-            text.contains(&format!("{test}: ")) && !text.contains("error"),
-            "{test}: {text}"
+            text.lines()
+                .any(|l| l.starts_with(&format!("{test}: ")) && l.contains("requests per second")),
+            "{test} did not complete: {text}"
         );
     }
-    // 2,000 of each test; PING_INLINE and PING_MBULK both count as PING.
+    // 2,000 of each test: PING_INLINE and PING_MBULK both count as PING,
+    // LPUSH runs twice, LRANGE four times.
     let stats = server.cli(&["INFO", "commandstats"]);
-    for (command, calls) in [
-        ("ping", 4000),
-        ("set", 2000),
-        ("get", 2000),
-        ("incr", 2000),
-        ("mset", 2000),
+    let mut expected = vec![("ping", 4000), ("lpush", 4000), ("lrange", 8000)];
+    for command in [
+        "set", "get", "incr", "rpush", "lpop", "rpop", "sadd", "hset", "spop", "zadd", "zpopmin",
+        "mset",
     ] {
+        expected.push((command, 2000));
+    }
+    for (command, calls) in expected {
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
+            .unwrap_or_else(|| panic!("no cmdstat_{command}:\n{stats}"));
         assert!(
-            stats.contains(&format!("cmdstat_{command}:calls={calls},")),
-            "cmdstat_{command} should count {calls}:\n{stats}"
+            line.starts_with(&format!("cmdstat_{command}:calls={calls},"))
+                && line.ends_with(",failed_calls=0"),
+            "{calls} {command} calls, none failed: {line}"
         );
     }
     let endpoint = server.endpoint.expect("the endpoint is on");

@@ -8,8 +8,10 @@ use std::io;
 
 use ferrite_obs::probe;
 
+use super::collections;
 use super::resp::Out;
 use super::store::{Local, now_ms};
+use super::types::WRONGTYPE;
 
 /// What a connection must do after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +45,7 @@ pub async fn execute(local: &Local, args: &Args, out: &mut Out) -> After {
         "INFO" => (1, 0),
         "SELECT" => (2, 2),
         "QUIT" => (1, 0),
+        other if let Some(arity) = collections::arity(other) => arity,
         _ => {
             let mut message = format!(
                 "ERR unknown command '{}', with args beginning with: ",
@@ -123,10 +126,11 @@ pub async fn execute(local: &Local, args: &Args, out: &mut Out) -> After {
             }
             Ok(())
         }
-        _ => {
+        "QUIT" => {
             out.simple("OK");
             return After::Close;
         }
+        other => collections::execute(local, other, args, out).await,
     };
     if let Err(e) = result {
         // An I/O error is the reply: the write was not acknowledged.
@@ -154,8 +158,9 @@ fn ping(args: &Args, out: &mut Out) {
 #[probe(command, name = "GET", skip_all, err)]
 async fn get(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
     match local.get(&args[1]).await? {
-        Some(value) => out.bulk(&value),
-        None => out.null(),
+        Ok(Some(value)) => out.bulk(&value),
+        Ok(None) => out.null(),
+        Err(_) => out.error(WRONGTYPE),
     }
     Ok(())
 }
@@ -232,9 +237,10 @@ async fn incr(local: &Local, key: &[u8], by: i64, out: &mut Out) -> io::Result<(
 async fn mget(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
     out.array(args.len() - 1);
     for key in &args[1..] {
+        // A key holding a collection is nil here, as in Redis.
         match local.get(key).await? {
-            Some(value) => out.bulk(&value),
-            None => out.null(),
+            Ok(Some(value)) => out.bulk(&value),
+            Ok(None) | Err(_) => out.null(),
         }
     }
     Ok(())

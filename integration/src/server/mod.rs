@@ -7,9 +7,11 @@
 //! serves its connections; network and storage I/O go through io_uring. The
 //! key space is shared ([`store`]).
 
+pub mod collections;
 pub mod commands;
 pub mod resp;
 pub mod store;
+pub mod types;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,6 +7,12 @@
 //! sequence order. Values longer than `value_threshold` stay on disk: the
 //! index keeps their place, and a GET reads them back with an io_uring read.
 //!
+//! Collections (lists, sets, hashes, sorted sets, streams) live in memory;
+//! their writes are logged as deterministic [`Write`]s and replayed in
+//! order. Every change takes its sequence number under the lock of its key's
+//! part of the index (FLUSHALL under all of them), so the log's order is the
+//! order in which the changes were made.
+//!
 //! Durability follows `fsync`: with `always`, a write is acknowledged only
 //! after its record is on disk (`fdatasync` through io_uring), so an
 //! acknowledged write survives a crash.
@@ -17,13 +23,15 @@ use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::time::Instant;
 
 use ferrite_obs::probe;
 use ferrite_obs::probes::{self, Probe};
+
+use super::types::{Collection, Reply, WRONGTYPE, Write};
 
 /// When records reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,19 +49,28 @@ const HEADER: usize = 4 + 8 + 1 + 4 + 4 + 8 + 4;
 const OP_SET: u8 = 1;
 const OP_DEL: u8 = 2;
 const OP_FLUSH: u8 = 3;
+/// A collection [`Write`]; the value is its encoding.
+const OP_WRITE: u8 = 4;
+/// A new expiry (the header's `expires_at`) for an existing key.
+const OP_EXPIRE: u8 = 5;
 const SHARDS: usize = 64;
 
 /// Where a value is.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum Value {
     Inline(Arc<[u8]>),
     OnDisk { file: usize, offset: u64, len: u32 },
+    Collection(Box<Collection>),
 }
+
+/// A string command on a key that holds a collection.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WrongType;
 
 /// One part of the index; keys are spread over the parts by hash.
 type Shard = HashMap<Vec<u8>, Entry>;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Entry {
     value: Value,
     /// Unix milliseconds; 0 for no expiry.
@@ -66,8 +83,6 @@ struct Entry {
 #[derive(Debug)]
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
-    /// Below this, the `seq` of every FLUSHALL applied so far.
-    flushed_at: AtomicU64,
     seq: AtomicU64,
     value_threshold: usize,
     fsync: Fsync,
@@ -156,7 +171,6 @@ impl Store {
         records.sort_by_key(|r| r.seq);
         let store = Store {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            flushed_at: AtomicU64::new(0),
             seq: AtomicU64::new(records.last().map_or(0, |r| r.seq) + 1),
             value_threshold,
             fsync,
@@ -180,13 +194,55 @@ impl Store {
                         len: record.value_len,
                     },
                 };
-                self.put(&record.key, value, record.expires_at, record.seq);
+                let entry = Entry {
+                    value,
+                    expires_at: record.expires_at,
+                    seq: record.seq,
+                };
+                self.shard(&record.key)
+                    .lock()
+                    .unwrap()
+                    .insert(record.key, entry);
             }
             OP_DEL => {
                 self.shard(&record.key).lock().unwrap().remove(&record.key);
             }
-            _ => self.clear(record.seq),
+            OP_EXPIRE => {
+                let mut shard = self.shard(&record.key).lock().unwrap();
+                if let Some(entry) = shard.get_mut(&record.key) {
+                    entry.expires_at = record.expires_at;
+                    entry.seq = record.seq;
+                }
+            }
+            OP_WRITE => {
+                // The checksum held, so only a record of another version
+                // could fail to decode: its key is left as it was.
+                let write = record.value.as_deref().and_then(Write::decode);
+                if let Some(write) = write {
+                    let mut shard = self.shard(&record.key).lock().unwrap();
+                    let _ = apply_write(&mut shard, &record.key, &write, || record.seq);
+                }
+            }
+            _ => Store::clear(&mut self.lock_all()),
         }
+    }
+
+    /// Every part of the index, locked in order.
+    fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
+        self.shards.iter().map(|s| s.lock().unwrap()).collect()
+    }
+
+    /// `key`'s part of the index, locked, with `key` dropped if it expired.
+    fn locked(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
+        let mut shard = self.shard(key).lock().unwrap();
+        let now = now_ms();
+        if shard
+            .get(key)
+            .is_some_and(|e| e.expires_at != 0 && e.expires_at <= now)
+        {
+            shard.remove(key);
+        }
+        shard
     }
 
     fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
@@ -197,50 +253,9 @@ impl Store {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Stores `value` under `key` unless a later record already did.
-    fn put(&self, key: &[u8], value: Value, expires_at: u64, seq: u64) {
-        let mut shard = self.shard(key).lock().unwrap();
-        if seq < self.flushed_at.load(Ordering::Relaxed) {
-            return;
-        }
-        match shard.get_mut(key) {
-            Some(entry) if entry.seq > seq => {}
-            Some(entry) => {
-                *entry = Entry {
-                    value,
-                    expires_at,
-                    seq,
-                }
-            }
-            None => {
-                shard.insert(
-                    key.to_vec(),
-                    Entry {
-                        value,
-                        expires_at,
-                        seq,
-                    },
-                );
-            }
-        }
-    }
-
-    fn clear(&self, seq: u64) {
-        self.flushed_at.fetch_max(seq, Ordering::Relaxed);
-        for shard in self.shards.iter() {
-            shard.lock().unwrap().retain(|_, e| e.seq > seq);
-        }
-    }
-
-    /// The live entry of `key`, dropping it if it has expired.
-    fn entry(&self, key: &[u8]) -> Option<Entry> {
-        let mut shard = self.shard(key).lock().unwrap();
-        let entry = shard.get(key)?;
-        if entry.expires_at != 0 && entry.expires_at <= now_ms() {
-            shard.remove(key);
-            return None;
-        }
-        Some(entry.clone())
+    /// Drops every entry; `shards` is every part, locked.
+    fn clear(shards: &mut [MutexGuard<'_, Shard>]) {
+        shards.iter_mut().for_each(|shard| shard.clear());
     }
 
     /// Keys in the index (expired ones not yet dropped included, as Redis).
@@ -255,15 +270,76 @@ impl Store {
 
     /// Whether `key` exists.
     pub fn exists(&self, key: &[u8]) -> bool {
-        self.entry(key).is_some()
+        self.locked(key).contains_key(key)
     }
 
     /// Milliseconds `key` has left: `None` for no key, `Some(None)` for no
     /// expiry.
     pub fn ttl_ms(&self, key: &[u8]) -> Option<Option<u64>> {
-        let entry = self.entry(key)?;
+        let shard = self.locked(key);
+        let entry = shard.get(key)?;
         Some((entry.expires_at != 0).then(|| entry.expires_at.saturating_sub(now_ms())))
     }
+
+    /// TYPE's reply for `key`.
+    pub fn type_of(&self, key: &[u8]) -> &'static str {
+        match self.locked(key).get(key).map(|e| &e.value) {
+            None => "none",
+            Some(Value::Collection(c)) => c.type_name(),
+            Some(_) => "string",
+        }
+    }
+
+    /// Runs `f` on the collection at `key` (`None` if absent), under its
+    /// lock; a string there is [`WrongType`].
+    pub fn read<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&Collection>) -> R,
+    ) -> Result<R, WrongType> {
+        match self.locked(key).get(key).map(|e| &e.value) {
+            None => Ok(f(None)),
+            Some(Value::Collection(c)) => Ok(f(Some(c))),
+            Some(_) => Err(WrongType),
+        }
+    }
+}
+
+/// Applies a collection write to `key` in `shard`, taking its sequence
+/// number from `seq` if it changes anything (then the entry carries it).
+/// Returns the reply and whether it changed anything; a string at `key` is
+/// left alone and is a [`WRONGTYPE`] reply.
+fn apply_write(
+    shard: &mut Shard,
+    key: &[u8],
+    write: &Write,
+    seq: impl FnOnce() -> u64,
+) -> (Reply, bool) {
+    // The entry is taken out and put back, its key reused: no allocation.
+    let (key, mut slot, expires_at, old_seq) = match shard.remove_entry(key) {
+        None => (key.to_vec(), None, 0, 0),
+        Some((k, entry)) => match entry.value {
+            Value::Collection(c) => (k, Some(c), entry.expires_at, entry.seq),
+            _ => {
+                shard.insert(k, entry);
+                return (Reply::Error(WRONGTYPE.to_string()), false);
+            }
+        },
+    };
+    let (reply, changed) = match write.apply(&mut slot) {
+        Ok(done) => done,
+        Err(message) => (Reply::Error(message.to_string()), false),
+    };
+    let seq = if changed { seq() } else { old_seq };
+    if let Some(collection) = slot {
+        let entry = Entry {
+            value: Value::Collection(collection),
+            expires_at,
+            seq,
+        };
+        shard.insert(key, entry);
+    }
+    (reply, changed)
 }
 
 /// Reads one log, appending its records. A region that is not a valid
@@ -327,7 +403,9 @@ fn record_at(bytes: &[u8], at: usize, file: usize, threshold: usize) -> Option<(
         op: h[12],
         key: key.to_vec(),
         value_offset: (at + HEADER + klen) as u64,
-        value: (vlen <= threshold).then(|| value.to_vec()),
+        // Collection writes are replayed from their bytes; a long string
+        // value stays on disk.
+        value: (vlen <= threshold || h[12] != OP_SET).then(|| value.to_vec()),
         value_len: vlen as u32,
         expires_at: u64_at(21),
         file,
@@ -408,105 +486,153 @@ impl Local {
     }
 
     /// The value of `key`, read from disk if it lives there.
-    pub async fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let Some(entry) = self.store.entry(key) else {
-            return Ok(None);
+    pub async fn get(&self, key: &[u8]) -> io::Result<Result<Option<Vec<u8>>, WrongType>> {
+        let (file, offset, len) = match self.store.locked(key).get(key).map(|e| &e.value) {
+            None => return Ok(Ok(None)),
+            Some(Value::Inline(bytes)) => return Ok(Ok(Some(bytes.to_vec()))),
+            Some(Value::Collection(_)) => return Ok(Err(WrongType)),
+            Some(&Value::OnDisk { file, offset, len }) => (file, offset, len),
         };
-        match entry.value {
-            Value::Inline(bytes) => Ok(Some(bytes.to_vec())),
-            Value::OnDisk { file, offset, len } => {
-                storage_read(&self.readers[file], key, len as usize, offset)
-                    .await
-                    .map(Some)
-            }
-        }
+        storage_read(&self.readers[file], key, len as usize, offset)
+            .await
+            .map(|bytes| Ok(Some(bytes)))
     }
 
-    /// Stores `value` under `key`, durably as `fsync` says.
+    /// Stores `value` under `key` (replacing whatever was there), durably
+    /// as `fsync` says.
     pub async fn set(&self, key: &[u8], value: &[u8], expires_at: u64) -> io::Result<()> {
-        let seq = self.store.next_seq();
-        let inline = value.len() <= self.store.value_threshold;
-        if inline {
-            // Visible now, acknowledged once logged.
-            self.store
-                .put(key, Value::Inline(value.into()), expires_at, seq);
-        }
-        let offset = self.append(seq, OP_SET, key, value, expires_at).await?;
-        if !inline {
-            let value = Value::OnDisk {
-                file: self.index,
-                offset,
-                len: value.len() as u32,
+        // Visible now (from memory until a long value is on disk),
+        // acknowledged once logged.
+        let seq = {
+            let mut shard = self.store.locked(key);
+            let seq = self.store.next_seq();
+            let entry = Entry {
+                value: Value::Inline(value.into()),
+                expires_at,
+                seq,
             };
-            self.store.put(key, value, expires_at, seq);
+            shard.insert(key.to_vec(), entry);
+            seq
+        };
+        let offset = self.append(seq, OP_SET, key, value, expires_at).await?;
+        if value.len() > self.store.value_threshold {
+            let mut shard = self.store.locked(key);
+            // Unless a later write replaced it meanwhile.
+            if let Some(entry) = shard.get_mut(key).filter(|e| e.seq == seq) {
+                entry.value = Value::OnDisk {
+                    file: self.index,
+                    offset,
+                    len: value.len() as u32,
+                };
+            }
         }
         Ok(())
     }
 
     /// Removes `key`; whether it existed.
     pub async fn del(&self, key: &[u8]) -> io::Result<bool> {
-        if self.store.entry(key).is_none() {
-            return Ok(false);
-        }
-        let seq = self.store.next_seq();
-        self.store.shard(key).lock().unwrap().remove(key);
+        let seq = {
+            let mut shard = self.store.locked(key);
+            if shard.remove(key).is_none() {
+                return Ok(false);
+            }
+            self.store.next_seq()
+        };
         self.append(seq, OP_DEL, key, &[], 0).await?;
         Ok(true)
     }
 
     /// Adds `by` to the integer at `key` (0 if absent), atomically.
     pub async fn incr(&self, key: &[u8], by: i64) -> io::Result<Result<i64, &'static str>> {
-        let seq = self.store.next_seq();
-        let (value, expires_at) = {
-            let mut shard = self.store.shard(key).lock().unwrap();
-            let (current, expires_at) = match shard.get(key) {
-                Some(e) if e.expires_at == 0 || e.expires_at > now_ms() => match &e.value {
-                    Value::Inline(b) => (Some(b.clone()), e.expires_at),
-                    Value::OnDisk { .. } => {
-                        return Ok(Err("ERR value is not an integer or out of range"));
-                    }
-                },
-                _ => (None, 0),
-            };
-            let n = match current {
-                None => 0,
-                Some(bytes) => match std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                {
-                    Some(n) => n,
-                    None => return Ok(Err("ERR value is not an integer or out of range")),
+        const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+        let (value, expires_at, seq) = {
+            let mut shard = self.store.locked(key);
+            let (n, expires_at) = match shard.get(key) {
+                None => (0, 0),
+                Some(e) => match &e.value {
+                    Value::Inline(bytes) => match std::str::from_utf8(bytes)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                    {
+                        Some(n) => (n, e.expires_at),
+                        None => return Ok(Err(NOT_AN_INTEGER)),
+                    },
+                    Value::OnDisk { .. } => return Ok(Err(NOT_AN_INTEGER)),
+                    Value::Collection(_) => return Ok(Err(WRONGTYPE)),
                 },
             };
             let Some(n) = n.checked_add(by) else {
                 return Ok(Err("ERR increment or decrement would overflow"));
             };
+            let seq = self.store.next_seq();
             let entry = Entry {
                 value: Value::Inline(n.to_string().into_bytes().into()),
                 expires_at,
                 seq,
             };
             shard.insert(key.to_vec(), entry);
-            (n, expires_at)
+            (n, expires_at, seq)
         };
         self.append(seq, OP_SET, key, value.to_string().as_bytes(), expires_at)
             .await?;
         Ok(Ok(value))
     }
 
-    /// Sets the expiry of `key`; whether it exists.
+    /// Sets the expiry of `key`, whatever it holds; whether it exists.
     pub async fn expire(&self, key: &[u8], expires_at: u64) -> io::Result<bool> {
-        let Some(value) = self.get(key).await? else {
-            return Ok(false);
+        let seq = {
+            let mut shard = self.store.locked(key);
+            let Some(entry) = shard.get_mut(key) else {
+                return Ok(false);
+            };
+            entry.seq = self.store.next_seq();
+            entry.expires_at = expires_at;
+            entry.seq
         };
-        self.set(key, &value, expires_at).await?;
+        self.append(seq, OP_EXPIRE, key, &[], expires_at).await?;
         Ok(true)
+    }
+
+    /// Applies a collection write to `key` and logs it if it changed
+    /// anything. `plan` sees the key's collection (under its lock) and
+    /// returns the write, or the reply when there is nothing to write. The
+    /// reply comes once the write is logged.
+    pub async fn update(
+        &self,
+        key: &[u8],
+        plan: impl FnOnce(Option<&Collection>) -> Result<Write, Reply>,
+    ) -> io::Result<Reply> {
+        let (write, reply, seq) = {
+            let mut shard = self.store.locked(key);
+            let write = match shard.get(key).map(|e| &e.value) {
+                None => plan(None),
+                Some(Value::Collection(c)) => plan(Some(c)),
+                Some(_) => return Ok(Reply::Error(WRONGTYPE.to_string())),
+            };
+            let write = match write {
+                Ok(write) => write,
+                Err(reply) => return Ok(reply),
+            };
+            let mut seq = None;
+            let (reply, _) = apply_write(&mut shard, key, &write, || {
+                *seq.insert(self.store.next_seq())
+            });
+            (write, reply, seq)
+        };
+        if let Some(seq) = seq {
+            self.append(seq, OP_WRITE, key, &write.encode(), 0).await?;
+        }
+        Ok(reply)
     }
 
     /// Removes every key.
     pub async fn flush(&self) -> io::Result<()> {
-        let seq = self.store.next_seq();
-        self.store.clear(seq);
+        let seq = {
+            let mut all = self.store.lock_all();
+            let seq = self.store.next_seq();
+            Store::clear(&mut all);
+            seq
+        };
         self.append(seq, OP_FLUSH, &[], &[], 0).await?;
         Ok(())
     }
