@@ -10,9 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 use ferrite_obs_bpf::{
     CommandFigures, Counter, Event, EventType, IoKey, IoStats, OffCpu, opcode_name,
 };
@@ -23,16 +24,53 @@ use super::{
 };
 use crate::config::Config;
 
-/// Every program and the tracepoint it attaches to.
-const PROGRAMS: [(&str, &str, &str); 7] = [
-    ("fo_submit", "io_uring", "io_uring_submit_req"),
-    ("fo_complete", "io_uring", "io_uring_complete"),
-    ("fo_punt", "io_uring", "io_uring_queue_async_work"),
-    ("fo_failed", "io_uring", "io_uring_req_failed"),
-    ("fo_short_write", "io_uring", "io_uring_short_write"),
-    ("fo_cqe_overflow", "io_uring", "io_uring_cqe_overflow"),
-    ("fo_switch", "sched", "sched_switch"),
+/// Where a program attaches.
+#[derive(Clone, Copy)]
+enum Hook {
+    /// A BTF tracepoint (`tp_btf`): the kernel's own arguments, no record
+    /// formatted; for the programs that run on every request or switch.
+    Btf(&'static str),
+    /// A classic tracepoint (category, name), reading the formatted record.
+    Classic(&'static str, &'static str),
+}
+
+impl Hook {
+    fn describe(self) -> String {
+        match self {
+            Hook::Btf(name) => format!("tp_btf/{name}"),
+            Hook::Classic(category, name) => format!("{category}/{name}"),
+        }
+    }
+}
+
+/// Every program and where it attaches.
+const PROGRAMS: [(&str, Hook); 7] = [
+    ("fo_submit", Hook::Btf("io_uring_submit_req")),
+    ("fo_complete", Hook::Btf("io_uring_complete")),
+    ("fo_switch", Hook::Btf("sched_switch")),
+    (
+        "fo_punt",
+        Hook::Classic("io_uring", "io_uring_queue_async_work"),
+    ),
+    (
+        "fo_failed",
+        Hook::Classic("io_uring", "io_uring_req_failed"),
+    ),
+    (
+        "fo_short_write",
+        Hook::Classic("io_uring", "io_uring_short_write"),
+    ),
+    (
+        "fo_cqe_overflow",
+        Hook::Classic("io_uring", "io_uring_cqe_overflow"),
+    ),
 ];
+
+/// An attached program's link, detached at unload.
+enum Link {
+    Btf(BtfTracePointLinkId),
+    Classic(TracePointLinkId),
+}
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -47,7 +85,7 @@ struct Loaded {
     /// The load's generation (see `threads`).
     generation: u32,
     ebpf: Ebpf,
-    links: Vec<(&'static str, TracePointLinkId)>,
+    links: Vec<(&'static str, Link)>,
     io_stats: PerCpuHashMap<MapData, IoKey, IoStats>,
     offcpu: PerCpuHashMap<MapData, u32, OffCpu>,
     counters: PerCpuArray<MapData, u64>,
@@ -86,10 +124,7 @@ impl Kernel {
         match load(config) {
             Ok(loaded) => Kernel {
                 status: KernelStatus::Active {
-                    attached: PROGRAMS
-                        .iter()
-                        .map(|(_, category, name)| format!("{category}/{name}"))
-                        .collect(),
+                    attached: PROGRAMS.iter().map(|(_, hook)| hook.describe()).collect(),
                 },
                 loaded: Some(loaded),
             },
@@ -138,13 +173,17 @@ impl Kernel {
         if let Some(mut loaded) = self.loaded.take() {
             super::threads::uninstall(loaded.generation);
             for (program, link) in loaded.links.drain(..) {
-                if let Some(Ok(tracepoint)) = loaded
-                    .ebpf
-                    .program_mut(program)
-                    .map(<&mut TracePoint>::try_from)
-                {
-                    let _ = tracepoint.detach(link);
-                }
+                let Some(program) = loaded.ebpf.program_mut(program) else {
+                    continue;
+                };
+                let _ = match link {
+                    Link::Btf(link) => {
+                        <&mut BtfTracePoint>::try_from(program).map(|p| p.detach(link))
+                    }
+                    Link::Classic(link) => {
+                        <&mut TracePoint>::try_from(program).map(|p| p.detach(link))
+                    }
+                };
             }
             // Dropping the object unloads the programs and closes the maps.
             drop(loaded);
@@ -178,17 +217,31 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         .load(ferrite_obs_bpf::object())
         .map_err(|e| failure(LoadStep::CreateMaps, &e))?;
 
-    for (program, _, _) in PROGRAMS {
-        tracepoint(&mut ebpf, program)?
-            .load()
-            .map_err(|e| failure(LoadStep::LoadProgram, &e))?;
+    let btf = Btf::from_sys_fs().map_err(|e| Failure {
+        step: LoadStep::LoadProgram,
+        error: format!("reading the kernel's BTF: {e}"),
+        fix: "the kernel view needs a kernel built with BTF (CONFIG_DEBUG_INFO_BTF=y, \
+              /sys/kernel/btf/vmlinux)"
+            .to_owned(),
+    })?;
+    for (program, hook) in PROGRAMS {
+        let loaded = match hook {
+            Hook::Btf(name) => program_mut::<BtfTracePoint>(&mut ebpf, program)?.load(name, &btf),
+            Hook::Classic(..) => program_mut::<TracePoint>(&mut ebpf, program)?.load(),
+        };
+        loaded.map_err(|e| failure(LoadStep::LoadProgram, &e))?;
     }
     let mut links = Vec::with_capacity(PROGRAMS.len());
-    for (program, category, name) in PROGRAMS {
-        let link = tracepoint(&mut ebpf, program)?
-            .attach(category, name)
-            .map_err(|e| failure(LoadStep::Attach, &e))?;
-        links.push((program, link));
+    for (program, hook) in PROGRAMS {
+        let link = match hook {
+            Hook::Btf(_) => program_mut::<BtfTracePoint>(&mut ebpf, program)?
+                .attach()
+                .map(Link::Btf),
+            Hook::Classic(category, name) => program_mut::<TracePoint>(&mut ebpf, program)?
+                .attach(category, name)
+                .map(Link::Classic),
+        };
+        links.push((program, link.map_err(|e| failure(LoadStep::Attach, &e))?));
     }
 
     let threads_map = take(&mut ebpf, "threads")?;
@@ -211,12 +264,19 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     Ok(loaded)
 }
 
-fn tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut TracePoint, Failure> {
+/// The object's program `program`, of type `P`.
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut P, Failure>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+{
     ebpf.program_mut(program)
-        .and_then(|p| <&mut TracePoint>::try_from(p).ok())
+        .and_then(|p| <&mut P>::try_from(p).ok())
         .ok_or_else(|| Failure {
             step: LoadStep::LoadProgram,
-            error: format!("the embedded object has no tracepoint program `{program}`"),
+            error: format!(
+                "the embedded object has no program `{program}` of type {}",
+                std::any::type_name::<P>()
+            ),
             fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
         })
 }
@@ -350,7 +410,7 @@ fn failure(step: LoadStep, error: &(dyn StdError + 'static)) -> Failure {
             "this kernel lacks one of the tracepoints (io_uring tracepoints need Linux 5.5 or later, built with CONFIG_IO_URING)".to_owned()
         }
         LoadStep::CreateMaps | LoadStep::LoadProgram => format!(
-            "the kernel rejected the programs: they need Linux 5.8 or later with BTF (/sys/kernel/btf/vmlinux) and ring buffers{grant}"
+            "the kernel rejected the programs: they need Linux 5.8 or later with BTF (/sys/kernel/btf/vmlinux) and ring buffers, and io_uring tracepoints with the arguments they read (io_uring_complete passing its CQE, as Linux 6.18 does){grant}"
         ),
         _ => format!("see the error{grant}"),
     };
