@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench -p benches --bench kernel                 # cost, then a 300 s soak
-//! FERRITE_OBS_SOAK_SECONDS=30 cargo bench -p benches --bench kernel
+//! FERRITE_SOAK_SECONDS=30 cargo bench -p benches --bench kernel
 //! ```
 //!
 //! 1. **Cost per io_uring request**: the same workload (commands that push
@@ -11,7 +11,7 @@
 //!    alternating in one run; the difference of the medians is what the
 //!    programs add per request.
 //! 2. **Soak**: the workload with the kernel view on for
-//!    `FERRITE_OBS_SOAK_SECONDS` (default 300), printing every 10 s the
+//!    `FERRITE_SOAK_SECONDS` (default 300), printing every 10 s the
 //!    rate, the process's RSS and the entries of every BPF map, and at the
 //!    end whether attribution was exact: every request counted for its
 //!    command, none unattributed.
@@ -206,7 +206,7 @@ fn map_entries() -> String {
 }
 
 fn soak() {
-    let seconds: u64 = std::env::var("FERRITE_OBS_SOAK_SECONDS")
+    let seconds: u64 = std::env::var("FERRITE_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
