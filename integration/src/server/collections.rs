@@ -12,7 +12,8 @@ use ferrite_obs::probe;
 use super::resp::Out;
 use super::store::{Local, WrongType, now_ms};
 use super::types::{
-    Collection, Reply, StreamId, WRONGTYPE, Write, format_id, format_score, parse_id, parse_score,
+    Collection, Removed, Reply, StreamId, WRONGTYPE, Write, format_id, format_score, parse_id,
+    parse_score,
 };
 
 type Args = [Vec<u8>];
@@ -116,17 +117,20 @@ fn parse_i64(arg: &[u8]) -> Option<i64> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }
 
-/// The optional count of LPOP, RPOP, SPOP and ZPOPMIN: `Err` is the reply.
-fn count(args: &Args) -> Result<Option<usize>, Reply> {
+/// The optional count of LPOP, RPOP, SPOP and ZPOPMIN; `None` when it is
+/// invalid, after replying the error.
+fn count(args: &Args, out: &mut Out) -> Option<Option<usize>> {
     match args.get(2).map(|a| parse_i64(a)) {
-        None => Ok(None),
-        Some(Some(n)) if n >= 0 => Ok(Some(n as usize)),
-        Some(Some(_)) => Err(Reply::Error(
-            "ERR value is out of range, must be positive".into(),
-        )),
-        Some(None) => Err(Reply::Error(
-            "ERR value is not an integer or out of range".into(),
-        )),
+        None => Some(None),
+        Some(Some(n)) if n >= 0 => Some(Some(n as usize)),
+        Some(Some(_)) => {
+            out.error("ERR value is out of range, must be positive");
+            None
+        }
+        Some(None) => {
+            out.error("ERR value is not an integer or out of range");
+            None
+        }
     }
 }
 
@@ -178,13 +182,10 @@ async fn rpush(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
 }
 
 async fn pop(local: &Local, args: &Args, out: &mut Out, left: bool) -> io::Result<()> {
-    match count(args) {
-        Ok(count) => write_fixed(local, &args[1], out, Write::Pop { left, count }).await,
-        Err(reply) => {
-            reply.send(out);
-            Ok(())
-        }
-    }
+    let Some(count) = count(args, out) else {
+        return Ok(());
+    };
+    write_fixed(local, &args[1], out, Write::Pop { left, count }).await
 }
 
 #[probe(command, name = "LPOP", skip_all, err)]
@@ -232,8 +233,7 @@ async fn sadd(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
 async fn srem(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
     let w = Write::SRem {
         members: args[2..].to_vec(),
-        reply_members: false,
-        single: false,
+        reply: Removed::Count,
     };
     write_fixed(local, &args[1], out, w).await
 }
@@ -242,12 +242,8 @@ async fn srem(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
 /// and logged as the members removed, so recovery removes the same ones.
 #[probe(command, name = "SPOP", skip_all, err)]
 async fn spop(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
-    let count = match count(args) {
-        Ok(count) => count,
-        Err(reply) => {
-            reply.send(out);
-            return Ok(());
-        }
+    let Some(count) = count(args, out) else {
+        return Ok(());
     };
     write(local, &args[1], out, |c| {
         let members = match c {
@@ -264,8 +260,11 @@ async fn spop(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
         };
         Ok(Write::SRem {
             members,
-            reply_members: true,
-            single: count.is_none(),
+            reply: if count.is_some() {
+                Removed::Members
+            } else {
+                Removed::Member
+            },
         })
     })
     .await
@@ -397,13 +396,10 @@ async fn zrem(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
 
 #[probe(command, name = "ZPOPMIN", skip_all, err)]
 async fn zpopmin(local: &Local, args: &Args, out: &mut Out) -> io::Result<()> {
-    match count(args) {
-        Ok(count) => write_fixed(local, &args[1], out, Write::ZPopMin(count)).await,
-        Err(reply) => {
-            reply.send(out);
-            Ok(())
-        }
-    }
+    let Some(count) = count(args, out) else {
+        return Ok(());
+    };
+    write_fixed(local, &args[1], out, Write::ZPopMin(count)).await
 }
 
 #[probe(command, name = "ZCARD", skip_all)]

@@ -220,7 +220,7 @@ impl Store {
                 let write = record.value.as_deref().and_then(Write::decode);
                 if let Some(write) = write {
                     let mut shard = self.shard(&record.key).lock().unwrap();
-                    let _ = apply_write(&mut shard, &record.key, &write, || record.seq);
+                    let _ = apply_write(&mut shard, &record.key, |_| Ok(write), || record.seq);
                 }
             }
             _ => Store::clear(&mut self.lock_all()),
@@ -235,10 +235,10 @@ impl Store {
     /// `key`'s part of the index, locked, with `key` dropped if it expired.
     fn locked(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
         let mut shard = self.shard(key).lock().unwrap();
-        let now = now_ms();
+        // The clock is read only for a key that has an expiry.
         if shard
             .get(key)
-            .is_some_and(|e| e.expires_at != 0 && e.expires_at <= now)
+            .is_some_and(|e| e.expires_at != 0 && e.expires_at <= now_ms())
         {
             shard.remove(key);
         }
@@ -305,32 +305,49 @@ impl Store {
     }
 }
 
-/// Applies a collection write to `key` in `shard`, taking its sequence
-/// number from `seq` if it changes anything (then the entry carries it).
-/// Returns the reply and whether it changed anything; a string at `key` is
+/// Stores `entry` under `key`, allocating the key only when it is new.
+fn put(shard: &mut Shard, key: &[u8], entry: Entry) {
+    match shard.get_mut(key) {
+        Some(slot) => *slot = entry,
+        None => {
+            shard.insert(key.to_vec(), entry);
+        }
+    }
+}
+
+/// Plans and applies a collection write to `key` in `shard`. `plan` sees
+/// the key's collection (`None` if absent) and returns the write, or the
+/// reply when there is nothing to write. A write that changes anything takes
+/// its sequence number from `seq`, and the entry carries it. Returns that
+/// write (`None` if nothing changed) and the reply; a string at `key` is
 /// left alone and is a [`WRONGTYPE`] reply.
 fn apply_write(
     shard: &mut Shard,
     key: &[u8],
-    write: &Write,
+    plan: impl FnOnce(Option<&Collection>) -> Result<Write, Reply>,
     seq: impl FnOnce() -> u64,
-) -> (Reply, bool) {
-    // The entry is taken out and put back, its key reused: no allocation.
+) -> (Option<Write>, Reply) {
+    // An existing entry is taken out and put back with its key: one lookup
+    // for the change, no allocation.
     let (key, mut slot, expires_at, old_seq) = match shard.remove_entry(key) {
         None => (key.to_vec(), None, 0, 0),
         Some((k, entry)) => match entry.value {
             Value::Collection(c) => (k, Some(c), entry.expires_at, entry.seq),
             _ => {
                 shard.insert(k, entry);
-                return (Reply::Error(WRONGTYPE.to_string()), false);
+                return (None, Reply::Error(WRONGTYPE.to_string()));
             }
         },
     };
-    let (reply, changed) = match write.apply(&mut slot) {
-        Ok(done) => done,
-        Err(message) => (Reply::Error(message.to_string()), false),
+    let (changed, reply) = match plan(slot.as_deref()) {
+        Err(reply) => (None, reply),
+        Ok(write) => match write.apply(&mut slot) {
+            Ok((reply, true)) => (Some(write), reply),
+            Ok((reply, false)) => (None, reply),
+            Err(message) => (None, Reply::Error(message.to_string())),
+        },
     };
-    let seq = if changed { seq() } else { old_seq };
+    let seq = if changed.is_some() { seq() } else { old_seq };
     if let Some(collection) = slot {
         let entry = Entry {
             value: Value::Collection(collection),
@@ -339,7 +356,7 @@ fn apply_write(
         };
         shard.insert(key, entry);
     }
-    (reply, changed)
+    (changed, reply)
 }
 
 /// Reads one log, appending its records. A region that is not a valid
@@ -511,7 +528,7 @@ impl Local {
                 expires_at,
                 seq,
             };
-            shard.insert(key.to_vec(), entry);
+            put(&mut shard, key, entry);
             seq
         };
         let offset = self.append(seq, OP_SET, key, value, expires_at).await?;
@@ -570,7 +587,7 @@ impl Local {
                 expires_at,
                 seq,
             };
-            shard.insert(key.to_vec(), entry);
+            put(&mut shard, key, entry);
             (n, expires_at, seq)
         };
         self.append(seq, OP_SET, key, value.to_string().as_bytes(), expires_at)
@@ -602,24 +619,12 @@ impl Local {
         key: &[u8],
         plan: impl FnOnce(Option<&Collection>) -> Result<Write, Reply>,
     ) -> io::Result<Reply> {
-        let (write, reply, seq) = {
-            let mut shard = self.store.locked(key);
-            let write = match shard.get(key).map(|e| &e.value) {
-                None => plan(None),
-                Some(Value::Collection(c)) => plan(Some(c)),
-                Some(_) => return Ok(Reply::Error(WRONGTYPE.to_string())),
-            };
-            let write = match write {
-                Ok(write) => write,
-                Err(reply) => return Ok(reply),
-            };
-            let mut seq = None;
-            let (reply, _) = apply_write(&mut shard, key, &write, || {
-                *seq.insert(self.store.next_seq())
-            });
-            (write, reply, seq)
-        };
-        if let Some(seq) = seq {
+        let mut seq = 0;
+        let (write, reply) = apply_write(&mut self.store.locked(key), key, plan, || {
+            seq = self.store.next_seq();
+            seq
+        });
+        if let Some(write) = write {
             self.append(seq, OP_WRITE, key, &write.encode(), 0).await?;
         }
         Ok(reply)

@@ -192,11 +192,9 @@ pub enum Write {
         count: Option<usize>,
     },
     SAdd(Vec<Vec<u8>>),
-    /// `single`: reply the member as SPOP without a count does.
     SRem {
         members: Vec<Vec<u8>>,
-        reply_members: bool,
-        single: bool,
+        reply: Removed,
     },
     HSet(Vec<(Vec<u8>, Vec<u8>)>),
     HDel(Vec<Vec<u8>>),
@@ -207,6 +205,17 @@ pub enum Write {
         id: StreamId,
         fields: Vec<Vec<u8>>,
     },
+}
+
+/// What a removal from a set replies (the log keeps only the members).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// How many were removed (SREM).
+    Count,
+    /// The members removed (SPOP with a count).
+    Members,
+    /// The one member removed, or nil (SPOP).
+    Member,
 }
 
 impl Write {
@@ -228,9 +237,12 @@ impl Write {
         match self {
             Write::Pop { count: None, .. } => Reply::Nil,
             Write::Pop { count: Some(_), .. } => Reply::NilArray,
-            Write::SRem { single: true, .. } => Reply::Nil,
             Write::SRem {
-                reply_members: true,
+                reply: Removed::Member,
+                ..
+            } => Reply::Nil,
+            Write::SRem {
+                reply: Removed::Members,
                 ..
             }
             | Write::ZPopMin(_) => Reply::Array(Vec::new()),
@@ -292,21 +304,14 @@ impl Write {
                 let added = members.iter().filter(|m| set.insert((*m).clone())).count();
                 (Reply::Int(added as i64), added > 0)
             }
-            (
-                Write::SRem {
-                    members,
-                    reply_members,
-                    single,
-                },
-                Collection::Set(set),
-            ) => {
+            (Write::SRem { members, reply }, Collection::Set(set)) => {
                 let removed: Vec<Vec<u8>> =
                     members.iter().filter(|m| set.remove(*m)).cloned().collect();
                 let changed = !removed.is_empty();
-                let reply = match (reply_members, single) {
-                    (_, true) => removed.into_iter().next().map_or(Reply::Nil, Reply::Bulk),
-                    (true, false) => Reply::bulks(removed),
-                    (false, false) => Reply::Int(removed.len() as i64),
+                let reply = match reply {
+                    Removed::Member => removed.into_iter().next().map_or(Reply::Nil, Reply::Bulk),
+                    Removed::Members => Reply::bulks(removed),
+                    Removed::Count => Reply::Int(removed.len() as i64),
                 };
                 (reply, changed)
             }
@@ -452,8 +457,7 @@ impl Write {
             b"SADD" => Write::SAdd(rest.to_vec()),
             b"SREM" => Write::SRem {
                 members: rest.to_vec(),
-                reply_members: false,
-                single: false,
+                reply: Removed::Count,
             },
             b"HSET" => Write::HSet(pairs(rest)?),
             b"HDEL" => Write::HDel(rest.to_vec()),
@@ -521,8 +525,7 @@ mod tests {
             Write::SAdd(bytes(&["x", "y"])),
             Write::SRem {
                 members: bytes(&["x"]),
-                reply_members: false,
-                single: false,
+                reply: Removed::Count,
             },
             Write::HSet(vec![(b"f".to_vec(), b"v".to_vec())]),
             Write::HDel(bytes(&["f"])),
