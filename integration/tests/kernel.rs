@@ -434,6 +434,23 @@ async fn uring_writes(file: &tokio_uring::fs::File, n: u64) {
     file.sync_all().await.expect("fsync");
 }
 
+/// A command root whose future awaits another: the inner command is polled
+/// inside the outer one's polls, and its requests stay its own.
+#[probe(command, name = "U_NESTED", skip_all)]
+async fn uring_nested(file: &tokio_uring::fs::File, n: u64) {
+    let (read, _) = file.read_at(vec![0u8; 4096], (n % 64) * 4096).await;
+    read.expect("read");
+    uring_reads(file, n).await;
+    let (read, _) = file.read_at(vec![0u8; 4096], ((n + 1) % 64) * 4096).await;
+    read.expect("read");
+}
+
+/// Which command the test runs for `task`'s `c`-th turn: U_READS,
+/// U_WRITES or U_NESTED.
+fn turn(task: u64, c: u64) -> u64 {
+    (task + c) % 3
+}
+
 #[test]
 fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
     let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -469,10 +486,10 @@ fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
                             let file = std::rc::Rc::clone(&file);
                             tokio_uring::spawn(async move {
                                 for c in 0..COMMANDS {
-                                    if (task + c) % 2 == 0 {
-                                        uring_reads(&file, c).await;
-                                    } else {
-                                        uring_writes(&file, c).await;
+                                    match turn(task, c) {
+                                        0 => uring_reads(&file, c).await,
+                                        1 => uring_writes(&file, c).await,
+                                        _ => uring_nested(&file, c).await,
                                     }
                                 }
                             })
@@ -491,12 +508,18 @@ fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(ferrite_obs::kernel::uring::undiscovered_rings(), 0);
 
-    let commands = THREADS as u64 * TASKS * COMMANDS;
-    let (reads, writes) = (commands / 2, commands / 2);
+    let mut runs = [0u64; 3];
+    for task in 0..TASKS {
+        for c in 0..COMMANDS {
+            runs[turn(task, c) as usize] += THREADS as u64;
+        }
+    }
+    let [reads, writes, nested] = runs;
     let expected = [
-        ((Some("U_READS"), OP_READ), 3 * reads),
+        ((Some("U_READS"), OP_READ), 3 * (reads + nested)),
         ((Some("U_WRITES"), OP_WRITE), 2 * writes),
         ((Some("U_WRITES"), OP_FSYNC), writes),
+        ((Some("U_NESTED"), OP_READ), 2 * nested),
     ];
     let total_attributed: u64 = expected.iter().map(|(_, n)| n).sum();
     let kernel = wait_for(&handle, "every attributed completion", |k| {

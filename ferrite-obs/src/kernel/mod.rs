@@ -32,8 +32,10 @@ pub mod uring;
 /// thread's io_uring submission queue was (with the tokio-uring adapter).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PollWatch {
+    /// The SQ tail, and the thread's next slot sequence (SQEs tagged from
+    /// then on by a command root nested in this poll stay theirs).
     #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
-    sq_tail: Option<u32>,
+    sq_tail: Option<(u32, u64)>,
 }
 
 /// On a thread entering a synchronous command: makes sure the kernel view
@@ -42,7 +44,7 @@ pub(crate) struct PollWatch {
 #[inline(always)]
 pub(crate) fn enter_command() {
     #[cfg(all(target_os = "linux", feature = "ebpf"))]
-    threads::enter_command();
+    let _ = threads::enter_command();
 }
 
 /// On a thread entering a command's poll: [`enter_command`], and the SQ tail
@@ -51,11 +53,7 @@ pub(crate) fn enter_command() {
 pub(crate) fn enter_command_poll() -> PollWatch {
     #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
     return PollWatch {
-        sq_tail: if threads::enter_command() {
-            uring::tail()
-        } else {
-            None
-        },
+        sq_tail: threads::enter_command().and_then(|seq| Some((uring::tail()?, seq))),
     };
     #[cfg(not(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring")))]
     {
@@ -69,9 +67,9 @@ pub(crate) fn enter_command_poll() -> PollWatch {
 #[inline(always)]
 pub(crate) fn exit_command(watch: PollWatch, command: u64, kind: u32) {
     #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
-    if let Some(before) = watch.sq_tail {
+    if let Some((before, since)) = watch.sq_tail {
         uring::pushed_since(before, |user_data| {
-            threads::tag_as(user_data, command, kind)
+            threads::tag_as(user_data, command, kind, since)
         });
     }
     #[cfg(not(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring")))]

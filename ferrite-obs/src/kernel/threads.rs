@@ -31,9 +31,6 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// The `threads` map of the loaded kernel view.
 static REGISTRAR: ArcSwapOption<Registrar> = ArcSwapOption::const_empty();
-/// Each thread's slot sequence starts at its own base: `seq` must increase
-/// across the threads that may use one ring in turn (see `fo_slot`).
-static NEXT_SEQ_BASE: AtomicU64 = AtomicU64::new(1 << 40);
 
 #[derive(Debug)]
 struct Registrar {
@@ -82,7 +79,9 @@ struct ThreadState {
     registered_slots: Cell<bool>,
     /// The slot table, allocated on the first tag; null until then.
     slots: Cell<*mut [Slot; SLOTS]>,
-    /// The sequence number of the next slot written.
+    /// The sequence number of the next slot written. The programs keep the
+    /// last one they read in the thread's registration (reset to 0 by every
+    /// registration), so it starts at 1.
     seq: Cell<u64>,
 }
 
@@ -92,25 +91,28 @@ thread_local! {
             registered: Cell::new(0),
             registered_slots: Cell::new(false),
             slots: Cell::new(std::ptr::null_mut()),
-            seq: Cell::new(0),
+            seq: Cell::new(1),
         }
     };
 }
 
-/// On a thread entering a command: registers it if it is not yet; whether
-/// a kernel view is loaded.
+/// On a thread entering a command: registers it if it is not yet. Returns
+/// the sequence number of the next slot the thread writes (for
+/// [`tag_as`]'s `since`), or `None` while no kernel view is loaded.
 #[inline(always)]
-pub(super) fn enter_command() -> bool {
+pub(super) fn enter_command() -> Option<u64> {
     let generation = GENERATION.load(Ordering::Relaxed);
     if generation == 0 {
-        return false;
+        return None;
     }
-    let _ = THREAD.try_with(|state| {
-        if state.registered.get() != generation {
-            state.register(generation);
-        }
-    });
-    true
+    THREAD
+        .try_with(|state| {
+            if state.registered.get() != generation {
+                state.register(generation);
+            }
+            state.seq.get()
+        })
+        .ok()
 }
 
 /// Writes the slot of `user_data` with the thread's current command.
@@ -118,13 +120,16 @@ pub(super) fn enter_command() -> bool {
 pub(super) fn tag(user_data: u64) {
     if GENERATION.load(Ordering::Relaxed) != 0 {
         let (command, kind) = crate::command::current_with_kind();
-        tag_as(user_data, command, kind);
+        tag_as(user_data, command, kind, u64::MAX);
     }
 }
 
-/// Writes the slot of `user_data` with `command` of `kind`.
+/// Writes the slot of `user_data` with `command` of `kind`, unless the
+/// thread wrote it for the same `user_data` at sequence `since` or later: a
+/// command root polled inside the command's poll already tagged that SQE as
+/// its own.
 #[inline]
-pub(super) fn tag_as(user_data: u64, command: u64, kind: u32) {
+pub(super) fn tag_as(user_data: u64, command: u64, kind: u32, since: u64) {
     let generation = GENERATION.load(Ordering::Relaxed);
     if generation == 0 {
         return;
@@ -142,11 +147,14 @@ pub(super) fn tag_as(user_data: u64, command: u64, kind: u32) {
         } else {
             0
         };
-        let seq = state.seq.get();
-        state.seq.set(seq + 1);
         // SAFETY: `table` is this thread's own allocation, alive until the
         // thread-local is destroyed, and only this thread touches it here.
         let slot = unsafe { &mut (*table)[(user_data as usize) & (SLOTS - 1)] };
+        if slot.user_data == user_data && slot.seq >= since {
+            return;
+        }
+        let seq = state.seq.get();
+        state.seq.set(seq + 1);
         *slot = Slot {
             user_data,
             command,
@@ -166,8 +174,6 @@ impl ThreadState {
         }
         let table = Box::into_raw(Box::new([Slot::default(); SLOTS]));
         self.slots.set(table);
-        self.seq
-            .set(NEXT_SEQ_BASE.fetch_add(1 << 40, Ordering::Relaxed));
         table
     }
 
