@@ -29,10 +29,20 @@ pub async fn execute(local: &Local, args: &Args, out: &mut Out) -> After {
     let Some(name) = args.first() else {
         return After::Continue;
     };
-    let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+    // Upper-cased on the stack: every command name fits in 16 bytes, and a
+    // longer one (or one that is not UTF-8) matches none.
+    let mut upper = [0u8; 16];
+    let name = match upper.get_mut(..name.len()) {
+        Some(buf) => {
+            buf.copy_from_slice(name);
+            buf.make_ascii_uppercase();
+            std::str::from_utf8(buf).unwrap_or("")
+        }
+        None => "",
+    };
     // (minimum arity, maximum arity or 0 for any), as Redis counts them:
     // with the command name.
-    let (min, max) = match name.as_str() {
+    let (min, max) = match name {
         "PING" => (1, 2),
         "ECHO" | "GET" | "INCR" | "DECR" | "TTL" | "PTTL" => (2, 2),
         "SET" => (3, 0),
@@ -65,7 +75,7 @@ pub async fn execute(local: &Local, args: &Args, out: &mut Out) -> After {
         ));
         return After::Continue;
     }
-    let result = match name.as_str() {
+    let result = match name {
         "PING" => {
             ping(args, out);
             Ok(())

@@ -63,6 +63,24 @@ enum Value {
     Collection(Box<Collection>),
 }
 
+/// A string value as GET finds it: shared with the index, or read from disk.
+#[derive(Debug)]
+pub enum Fetched {
+    Memory(Arc<[u8]>),
+    Disk(Vec<u8>),
+}
+
+impl std::ops::Deref for Fetched {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Fetched::Memory(bytes) => bytes,
+            Fetched::Disk(bytes) => bytes,
+        }
+    }
+}
+
 /// A string command on a key that holds a collection.
 #[derive(Debug, PartialEq, Eq)]
 pub struct WrongType;
@@ -503,16 +521,16 @@ impl Local {
     }
 
     /// The value of `key`, read from disk if it lives there.
-    pub async fn get(&self, key: &[u8]) -> io::Result<Result<Option<Vec<u8>>, WrongType>> {
+    pub async fn get(&self, key: &[u8]) -> io::Result<Result<Option<Fetched>, WrongType>> {
         let (file, offset, len) = match self.store.locked(key).get(key).map(|e| &e.value) {
             None => return Ok(Ok(None)),
-            Some(Value::Inline(bytes)) => return Ok(Ok(Some(bytes.to_vec()))),
+            Some(Value::Inline(bytes)) => return Ok(Ok(Some(Fetched::Memory(Arc::clone(bytes))))),
             Some(Value::Collection(_)) => return Ok(Err(WrongType)),
             Some(&Value::OnDisk { file, offset, len }) => (file, offset, len),
         };
         storage_read(&self.readers[file], key, len as usize, offset)
             .await
-            .map(|bytes| Ok(Some(bytes)))
+            .map(|bytes| Ok(Some(Fetched::Disk(bytes))))
     }
 
     /// Stores `value` under `key` (replacing whatever was there), durably
