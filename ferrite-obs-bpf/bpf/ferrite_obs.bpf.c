@@ -136,9 +136,13 @@ static __always_inline void count(__u32 index)
 		*value += 1; /* per-CPU: no other writer */
 }
 
-static __always_inline int is_target(void)
+/* Whether the current task is one of the target process's threads; its
+ * thread id in `tid` either way. */
+static __always_inline int current_target(__u32 *tid)
 {
-	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	*tid = (__u32)pid_tgid;
+	return (pid_tgid >> 32) == target_tgid;
 }
 
 static __always_inline __u32 log2_bucket(__u64 ns)
@@ -223,10 +227,10 @@ static __always_inline __u64 consume_slot(__u32 tid, __u64 user_data, __u32 *kin
 SEC("tp_btf/io_uring_submit_req")
 int fo_submit(__u64 *args)
 {
-	if (!is_target())
+	__u32 tid;
+	if (!current_target(&tid))
 		return 0;
 	struct io_kiocb *kiocb = (struct io_kiocb *)args[0];
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct fo_inflight request = {
 		.submit_ns = bpf_ktime_get_ns(),
 		.ctx = (__u64)kiocb->ctx,
@@ -324,20 +328,22 @@ int fo_complete(__u64 *args)
 SEC("tracepoint/io_uring/io_uring_req_failed")
 int fo_failed(struct trace_event_raw_io_uring_req_failed *tp)
 {
-	if (!is_target())
+	__u32 tid;
+	if (!current_target(&tid))
 		return 0;
 	count(FO_C_FAILED);
 	/* It never reaches io_uring_submit_req: consume its slot here, or a
 	 * later untagged SQE with the same user_data would inherit it. */
 	__u32 kind = 0;
-	consume_slot((__u32)bpf_get_current_pid_tgid(), tp->user_data, &kind);
+	consume_slot(tid, tp->user_data, &kind);
 	return 0;
 }
 
 SEC("tracepoint/io_uring/io_uring_short_write")
 int fo_short_write(void *tp)
 {
-	if (is_target())
+	__u32 tid;
+	if (current_target(&tid))
 		count(FO_C_SHORT_WRITES);
 	return 0;
 }
@@ -345,7 +351,8 @@ int fo_short_write(void *tp)
 SEC("tracepoint/io_uring/io_uring_cqe_overflow")
 int fo_cqe_overflow(void *tp)
 {
-	if (is_target())
+	__u32 tid;
+	if (current_target(&tid))
 		count(FO_C_CQE_OVERFLOWS);
 	return 0;
 }
@@ -362,7 +369,9 @@ int fo_cqe_overflow(void *tp)
 SEC("tp_btf/sched_switch")
 int fo_switch(__u64 *args)
 {
-	__u64 now = bpf_ktime_get_ns();
+	/* Runs on every switch of the machine: the clock is read only for one
+	 * of the process's threads, and at most once. */
+	__u64 now = 0;
 
 	struct task_struct *next_task = (struct task_struct *)args[2];
 	__u32 next = next_task->pid;
@@ -371,6 +380,7 @@ int fo_switch(__u64 *args)
 		struct fo_switch was = *out;
 		bpf_map_delete_elem(&switched_out, &next);
 		count(FO_C_SWITCH_INS);
+		now = bpf_ktime_get_ns();
 		__u64 away = now > was.at_ns ? now - was.at_ns : 0;
 		__u32 kind = was.kind;
 		struct fo_offcpu *figures = bpf_map_lookup_elem(&offcpu, &kind);
@@ -413,9 +423,9 @@ int fo_switch(__u64 *args)
 		}
 	}
 
-	if (!is_target())
+	__u32 prev;
+	if (!current_target(&prev))
 		return 0;
-	__u32 prev = (__u32)bpf_get_current_pid_tgid();
 	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &prev);
 	if (!thread || !thread->current)
 		return 0;
@@ -431,7 +441,7 @@ int fo_switch(__u64 *args)
 	int preempted = (__u8)args[0] != 0;
 	unsigned int state = (unsigned int)args[3];
 	struct fo_switch switch_out = {
-		.at_ns = now,
+		.at_ns = now ? now : bpf_ktime_get_ns(),
 		.command = current.command,
 		.kind = (__u32)current.kind,
 		.blocked = !preempted && (state & 0xff) != 0,

@@ -115,12 +115,12 @@ pub(super) fn pushed_since(before: u32, mut tag: impl FnMut(u64)) {
         return;
     };
     // SAFETY: as in `tail`; the head is a u32 the kernel stores atomically.
-    let (after, head) = unsafe {
-        (
-            (*view.tail).load(Ordering::Acquire),
-            (*view.head).load(Ordering::Acquire),
-        )
-    };
+    let after = unsafe { (*view.tail).load(Ordering::Acquire) };
+    if after == before {
+        return; // most polls push nothing
+    }
+    // SAFETY: as above.
+    let head = unsafe { (*view.head).load(Ordering::Acquire) };
     // The ring may have been entered during the poll (tokio-uring does when
     // the SQ is full): SQEs the kernel already consumed were submitted
     // unattributed, and tagging their slots now would leave slots nobody
