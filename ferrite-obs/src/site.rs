@@ -81,7 +81,7 @@ impl Site {
     pub(crate) fn kind(&self) -> u32 {
         match self.id.load(Ordering::Relaxed) {
             UNASSIGNED => 0,
-            id => u32::try_from(id + 1).unwrap_or(0),
+            id => kind_of(id),
         }
     }
 
@@ -156,4 +156,11 @@ impl std::fmt::Debug for Site {
             .field("meta", self.meta)
             .finish_non_exhaustive()
     }
+}
+
+/// The kernel view's kind of the site with registry id `id`: `id + 1` (0
+/// means no site), or 0 past what the kernel's 32 bits hold.
+#[inline(always)]
+pub(crate) fn kind_of(id: usize) -> u32 {
+    u32::try_from(id + 1).unwrap_or(0)
 }

@@ -170,7 +170,7 @@ impl Rollup {
         let names: HashMap<u32, &'static str> = sites
             .iter()
             .filter(|s| s.total.is_command)
-            .map(|s| (s.total.id as u32 + 1, s.total.name))
+            .map(|s| (crate::site::kind_of(s.total.id), s.total.name))
             .collect();
         let kernel = self.kernel.read(&|kind| names.get(&kind).copied());
         let slowlog = if kernel.is_some() {
