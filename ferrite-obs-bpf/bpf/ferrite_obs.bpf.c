@@ -27,6 +27,8 @@ volatile const __u32 target_tgid = 0;
 volatile const __u64 slow_io_ns = ~0ULL;
 volatile const __u64 block_threshold_ns = ~0ULL;
 volatile const __u32 generation = 0;
+/* `inflight_table`'s entries minus one (its size is a power of two). */
+volatile const __u32 inflight_mask = 65535;
 
 /* Default sizes; the loader may override every max_entries. */
 struct {
@@ -36,9 +38,25 @@ struct {
 	__type(value, struct fo_thread);
 } threads SEC(".maps");
 
+/*
+ * In-flight requests, found by kernel request address: first in
+ * `inflight_table`, direct-mapped (entry `(req >> FO_INFLIGHT_SHIFT) &
+ * inflight_mask`, whose `req` says which request holds it; an array lookup
+ * is a few instructions, a hash update a few hundred nanoseconds), and
+ * when that entry is held by another request, in `inflight`, an LRU hash:
+ * a lost completion can pin an entry of the table only until its request
+ * address is submitted again, and can never leak one of the LRU.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fo_inflight);
+} inflight_table SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64);
 	__type(value, struct fo_inflight);
@@ -60,10 +78,10 @@ struct {
 } offcpu SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FO_COMMAND_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
 	__type(value, struct fo_command);
 } commands SEC(".maps");
 
@@ -187,14 +205,37 @@ static __always_inline struct fo_io_stats *io_stats_of(__u32 kind, __u8 opcode)
 	return stats;
 }
 
+/* Command `command`'s entry of `commands`, or NULL (counted) when the
+ * entry has been handed to a later command, or was never written for this
+ * one (a command that began before this load). */
 static __always_inline struct fo_command *command_of(__u64 command)
 {
-	struct fo_command *figures = bpf_map_lookup_elem(&commands, &command);
-	if (figures)
+	__u32 index = (__u32)command & (FO_COMMAND_SLOTS - 1);
+	struct fo_command *figures = bpf_map_lookup_elem(&commands, &index);
+	if (figures && figures->command == command)
 		return figures;
-	static const struct fo_command zero = {};
-	bpf_map_update_elem(&commands, &command, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&commands, &command);
+	count(FO_C_COMMAND_MISSES);
+	return 0;
+}
+
+/* The entry of `inflight_table` where request `req` would be. */
+static __always_inline struct fo_inflight *table_entry(__u64 req)
+{
+	__u32 index = (__u32)(req >> FO_INFLIGHT_SHIFT) & inflight_mask;
+	return bpf_map_lookup_elem(&inflight_table, &index);
+}
+
+/* Request `req`'s in-flight entry, in the table or the LRU map, or NULL;
+ * `*in_table` says which. */
+static __always_inline struct fo_inflight *find_inflight(__u64 req, int *in_table)
+{
+	struct fo_inflight *entry = table_entry(req);
+	if (entry && entry->req == req) {
+		*in_table = 1;
+		return entry;
+	}
+	*in_table = 0;
+	return bpf_map_lookup_elem(&inflight, &req);
 }
 
 /* The command that pushed the SQE carrying `user_data`, as the submitting
@@ -241,7 +282,28 @@ int fo_submit(__u64 *args)
 	request.command = consume_slot(tid, kiocb->cqe.user_data, &request.kind);
 	count(request.command ? FO_C_ATTRIBUTED : FO_C_UNATTRIBUTED);
 
-	__u64 req = (__u64)kiocb;
+	/* The request's address as a number: the verifier lets no arithmetic
+	 * but addition touch a typed pointer. */
+	__u64 req = 0;
+	bpf_probe_read_kernel(&req, sizeof(req), &args[0]);
+	request.req = req;
+	/* The table's entry, when it is free or already this address's (left
+	 * by a completion that was missed: that request is gone, the address
+	 * is being reused). Claimed atomically: submissions run on every CPU. */
+	struct fo_inflight *entry = table_entry(req);
+	if (entry) {
+		__u64 held = entry->req;
+		if (held == req || (held == 0 && __sync_val_compare_and_swap(&entry->req, 0, req) == 0)) {
+			entry->command = request.command;
+			entry->submit_ns = request.submit_ns;
+			entry->ctx = request.ctx;
+			entry->kind = request.kind;
+			entry->tid = request.tid;
+			entry->opcode = request.opcode;
+			entry->punted = 0;
+			return 0;
+		}
+	}
 	if (bpf_map_update_elem(&inflight, &req, &request, BPF_ANY) != 0)
 		count(FO_C_INFLIGHT_FULL);
 	return 0;
@@ -250,8 +312,8 @@ int fo_submit(__u64 *args)
 SEC("tracepoint/io_uring/io_uring_queue_async_work")
 int fo_punt(struct trace_event_raw_io_uring_queue_async_work *tp)
 {
-	__u64 req = (__u64)tp->req;
-	struct fo_inflight *request = bpf_map_lookup_elem(&inflight, &req);
+	int in_table;
+	struct fo_inflight *request = find_inflight((__u64)tp->req, &in_table);
 	if (!request)
 		return 0;
 	request->punted = 1;
@@ -267,7 +329,8 @@ int fo_complete(__u64 *args)
 	__u64 req = args[1];
 	if (!req)
 		return 0;
-	struct fo_inflight *found = bpf_map_lookup_elem(&inflight, &req);
+	int in_table;
+	struct fo_inflight *found = find_inflight(req, &in_table);
 	/* The ctx check guards against a request address reused by another
 	 * ring after a completion this program missed. */
 	if (!found || found->ctx != args[0])
@@ -277,6 +340,10 @@ int fo_complete(__u64 *args)
 	unsigned cflags = cqe->flags;
 	if (cflags & CQE_F_MORE)
 		found->punted = 0; /* multishot: the request stays in flight */
+	else if (in_table)
+		/* Released after the copy above (an atomic exchange is a full
+		 * barrier): another CPU may claim the entry at once. */
+		__sync_lock_test_and_set(&found->req, 0);
 	else
 		bpf_map_delete_elem(&inflight, &req);
 

@@ -64,9 +64,12 @@ struct fo_thread {
 
 /* ---- kernel-side state */
 
-/* Map `inflight` (kernel request address -> request): submitted, not yet
- * completed requests of the process. LRU: a lost completion cannot leak. */
+/* A submitted, not yet completed request of the process, in the array
+ * `inflight_table` (direct-mapped by request address; `req` 0: free) or,
+ * when its entry there is taken, in the LRU hash `inflight` (key: `req`). */
+#define FO_INFLIGHT_SHIFT 8 /* struct io_kiocb is 256-byte aligned in its cache */
 struct fo_inflight {
+	__u64 req; /* the kernel request's address */
 	__u64 command;
 	__u64 submit_ns;
 	__u64 ctx;
@@ -106,9 +109,19 @@ struct fo_offcpu {
 	__u64 long_blocks; /* blocked longer than the blocking threshold */
 };
 
-/* Value of `commands` (command id -> figures of one command invocation),
- * LRU, updated with atomic adds: the kernel part of a slow-log entry. */
+/* Map `commands`: the kernel figures of recent command invocations, an
+ * array of FO_COMMAND_SLOTS entries that userspace maps into its memory.
+ * Command `c` has entry `c & (FO_COMMAND_SLOTS - 1)`: the host writes it
+ * when the command begins (figures zeroed, then `command` = c), before the
+ * command can push a request, and reads it when the command ends; the
+ * programs add to it with atomic adds while its `command` is c. An entry is
+ * reused FO_COMMAND_SLOTS commands later, so a command outlived by that many
+ * newer ones loses its figures (its additions are then counted in
+ * FO_C_COMMAND_MISSES, never added to another command's). */
+#define FO_COMMAND_BITS 16
+#define FO_COMMAND_SLOTS (1u << FO_COMMAND_BITS)
 struct fo_command {
+	__u64 command; /* the id whose figures these are; 0: none */
 	__u64 io_ops;
 	__u64 io_ns; /* sum of the latencies of its completed requests */
 	__u64 blocked_ns;
@@ -141,6 +154,7 @@ enum fo_counter {
 	FO_C_SWITCH_OUTS,       /* switch-outs inside a command's poll */
 	FO_C_SWITCH_INS,        /* ... matched by their switch-in */
 	FO_C_STALE_SLOTS,       /* submissions whose slot was already used */
+	FO_C_COMMAND_MISSES,    /* figures of a command whose entry was gone */
 	FO_C_COUNT,
 };
 

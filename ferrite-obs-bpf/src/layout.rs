@@ -5,6 +5,14 @@
 pub const SLOT_BITS: u32 = 10;
 /// Entries in a thread's slot table.
 pub const SLOTS: usize = 1 << SLOT_BITS;
+/// Bits of a `commands` index: the array has `1 << COMMAND_BITS` entries.
+pub const COMMAND_BITS: u32 = 16;
+/// Entries of the `commands` array: command `c` has entry `c & (COMMAND_SLOTS - 1)`.
+pub const COMMAND_SLOTS: usize = 1 << COMMAND_BITS;
+/// `FO_INFLIGHT_SHIFT`: a request's `inflight_table` entry is
+/// `(req >> INFLIGHT_SHIFT) & inflight_mask` (kernel requests are 256-byte
+/// aligned).
+pub const INFLIGHT_SHIFT: u32 = 8;
 /// Log2 latency buckets per [`IoStats`].
 pub const LOG2_BUCKETS: usize = 40;
 
@@ -53,6 +61,8 @@ pub struct ThreadRegistration {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
+    /// The kernel request's address (in `inflight_table`, 0: a free entry).
+    pub req: u64,
     /// The command id; 0 for an unattributed request.
     pub command: u64,
     /// `bpf_ktime_get_ns()` at submission.
@@ -150,10 +160,13 @@ impl OffCpu {
     }
 }
 
-/// Value of the `commands` map (`struct fo_command`), keyed by command id.
+/// An entry of the `commands` array (`struct fo_command`), which the host
+/// maps into its memory: the kernel figures of the command it names.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommandFigures {
+    /// The command whose figures these are; 0: none.
+    pub command: u64,
     /// io_uring requests of the command that completed.
     pub io_ops: u64,
     /// Sum of their latencies.
@@ -214,6 +227,8 @@ pub enum Counter {
     SwitchIns,
     /// Submissions whose slot was already used by an earlier SQE.
     StaleSlots,
+    /// Figures of a command whose `commands` entry was no longer its own.
+    CommandMisses,
 }
 
 impl Counter {
@@ -235,11 +250,12 @@ impl Counter {
         Counter::SwitchOuts,
         Counter::SwitchIns,
         Counter::StaleSlots,
+        Counter::CommandMisses,
     ];
 }
 
 /// Entries of the `counters` array (`FO_C_COUNT`).
-pub const COUNTERS: usize = 16;
+pub const COUNTERS: usize = 17;
 
 /// What a ring-buffer record reports (`enum fo_event_type`).
 #[repr(u32)]

@@ -142,7 +142,7 @@ fn histories_reach_every_branch() {
     use proptest::test_runner::TestRunner;
 
     let mut runner = TestRunner::deterministic();
-    let mut contract = [0u64; 18];
+    let mut contract = [0u64; 20];
     let mut mishaps = [0u64; 2];
     for _ in 0..256 {
         let ops = history().new_tree(&mut runner).unwrap().current();
@@ -160,6 +160,8 @@ fn histories_reach_every_branch() {
             sim.consumed_mid_poll,
             sim.evictions,
             sim.stale_entries_overwritten,
+            sim.tracked_in_table,
+            sim.tracked_in_lru,
             sim.completions,
             u64::from(
                 sim.decisions
@@ -202,6 +204,8 @@ fn histories_reach_every_branch() {
         "SQEs consumed during their poll, left untagged",
         "inflight evictions",
         "inflight entries of lost completions overwritten",
+        "requests tracked in the in-flight table",
+        "requests tracked in the LRU behind a taken table entry",
         "tracked completions",
         "slots read tagged outside any command",
         "registrations",

@@ -27,7 +27,7 @@ fn facts() -> Vec<(String, usize)> {
         fo_current = Current { command = command, kind = kind }
         fo_thread = ThreadRegistration { slots = slots, current = current, last_seq = last_seq }
         fo_inflight = Inflight {
-            command = command, submit_ns = submit_ns, ctx = ctx, kind = kind, tid = tid,
+            req = req, command = command, submit_ns = submit_ns, ctx = ctx, kind = kind, tid = tid,
             opcode = opcode, punted = punted, _pad = _pad,
         }
         fo_io_key = IoKey { kind = kind, opcode = opcode }
@@ -40,7 +40,7 @@ fn facts() -> Vec<(String, usize)> {
             long_blocks = long_blocks,
         }
         fo_command = CommandFigures {
-            io_ops = io_ops, io_ns = io_ns, blocked_ns = blocked_ns, preempted_ns = preempted_ns,
+            command = command, io_ops = io_ops, io_ns = io_ns, blocked_ns = blocked_ns, preempted_ns = preempted_ns,
         }
         fo_switch = SwitchOut { at_ns = at_ns, command = command, kind = kind, blocked = blocked }
         fo_event = RawEvent {
@@ -50,6 +50,9 @@ fn facts() -> Vec<(String, usize)> {
     }
     facts.push(("FO_SLOT_BITS".into(), SLOT_BITS as usize));
     facts.push(("FO_SLOTS".into(), SLOTS));
+    facts.push(("FO_INFLIGHT_SHIFT".into(), INFLIGHT_SHIFT as usize));
+    facts.push(("FO_COMMAND_BITS".into(), COMMAND_BITS as usize));
+    facts.push(("FO_COMMAND_SLOTS".into(), COMMAND_SLOTS));
     facts.push(("FO_LOG2_BUCKETS".into(), LOG2_BUCKETS));
     facts.push(("FO_C_COUNT".into(), COUNTERS));
     for counter in Counter::ALL {
@@ -70,6 +73,7 @@ fn facts() -> Vec<(String, usize)> {
             Counter::SwitchOuts => "FO_C_SWITCH_OUTS",
             Counter::SwitchIns => "FO_C_SWITCH_INS",
             Counter::StaleSlots => "FO_C_STALE_SLOTS",
+            Counter::CommandMisses => "FO_C_COMMAND_MISSES",
         };
         facts.push((name.into(), counter as usize));
     }

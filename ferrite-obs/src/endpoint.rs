@@ -255,7 +255,8 @@ fn slowlog_json(snapshot: &Snapshot) -> String {
             entry.kernel.map_or_else(
                 || "null".to_owned(),
                 |k| format!(
-                    "{{\"io_wait_ns\":{},\"off_cpu_ns\":{},\"on_cpu_ns\":{}}}",
+                    "{{\"io_requests\":{},\"io_wait_ns\":{},\"off_cpu_ns\":{},\"on_cpu_ns\":{}}}",
+                    k.io_requests,
                     k.io_wait.as_nanos(),
                     k.off_cpu.as_nanos(),
                     k.on_cpu.as_nanos()

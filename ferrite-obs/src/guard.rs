@@ -98,6 +98,7 @@ fn begin(site: &'static Site, is_command: bool) -> u64 {
     let meta = site.meta;
     let command = if is_command {
         let id = command::next_id();
+        kernel::begin_command(id);
         backend::command_start(id, meta.c_name.as_ptr());
         id
     } else {

@@ -21,15 +21,12 @@ static LOG: Mutex<Ring> = Mutex::new(Ring {
     entries: VecDeque::new(),
     capacity: 0,
     logged: 0,
-    annotated: 0,
 });
 
 struct Ring {
     entries: VecDeque<SlowEntry>,
     capacity: usize,
     logged: u64,
-    /// `logged` when [`annotate`] last ran.
-    annotated: u64,
 }
 
 /// One slow command.
@@ -49,14 +46,18 @@ pub struct SlowEntry {
     /// Whether it ended in an error (with `err`), a panic or a cancellation.
     pub error: bool,
     /// Where the time went in the kernel (io_uring wait, off-CPU, on-CPU),
-    /// when the kernel view runs; `None` until then.
+    /// read as the command ended; `None` when the kernel view was not
+    /// running then.
     pub kernel: Option<KernelBreakdown>,
 }
 
 /// Where a slow command's time went, as the kernel view measures it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelBreakdown {
-    /// Waiting for io_uring completions.
+    /// Its io_uring requests that completed before it ended.
+    pub io_requests: u64,
+    /// The sum of their latencies (submission to completion; requests in
+    /// flight at once overlap, so this can exceed the command's duration).
     pub io_wait: Duration,
     /// Switched out of the CPU while running the command.
     pub off_cpu: Duration,
@@ -82,7 +83,6 @@ pub(crate) fn configure(threshold: Duration, capacity: usize) {
     ring.entries = VecDeque::with_capacity(capacity);
     ring.capacity = capacity;
     ring.logged = 0;
-    ring.annotated = 0;
     DROPPED.store(0, Ordering::Relaxed);
     THRESHOLD_NS.store(
         u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX),
@@ -108,6 +108,16 @@ pub(crate) fn is_slow(elapsed_ns: u64) -> bool {
 #[cold]
 #[inline(never)]
 pub(crate) fn log(id: u64, command: &'static str, elapsed_ns: u64, busy_ns: u64, error: bool) {
+    let busy = Duration::from_nanos(busy_ns);
+    let kernel = crate::kernel::command_figures(id).map(|figures| {
+        let off_cpu = figures.blocked + figures.preempted;
+        KernelBreakdown {
+            io_requests: figures.io_requests,
+            io_wait: figures.io_wait,
+            off_cpu,
+            on_cpu: busy.saturating_sub(off_cpu),
+        }
+    });
     let Ok(mut ring) = LOG.try_lock() else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
@@ -126,41 +136,11 @@ pub(crate) fn log(id: u64, command: &'static str, elapsed_ns: u64, busy_ns: u64,
             .checked_sub(duration)
             .unwrap_or(SystemTime::UNIX_EPOCH),
         duration,
-        busy: Duration::from_nanos(busy_ns),
+        busy,
         error,
-        kernel: None,
+        kernel,
     });
     ring.logged += 1;
-}
-
-/// Fills in the kernel breakdown of the entries logged since the last call:
-/// `breakdown(id, busy)` looks a command up. The lookups run without the
-/// lock, so slow commands are not dropped while the kernel is asked.
-pub(crate) fn annotate(mut breakdown: impl FnMut(u64, Duration) -> Option<KernelBreakdown>) {
-    let fresh: Vec<(u64, Duration)> = {
-        let mut ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
-        let new = usize::try_from(ring.logged - ring.annotated).unwrap_or(usize::MAX);
-        ring.annotated = ring.logged;
-        ring.entries
-            .iter()
-            .rev()
-            .take(new)
-            .map(|e| (e.id, e.busy))
-            .collect()
-    };
-    let found: Vec<(u64, KernelBreakdown)> = fresh
-        .into_iter()
-        .filter_map(|(id, busy)| Some((id, breakdown(id, busy)?)))
-        .collect();
-    if found.is_empty() {
-        return;
-    }
-    let mut ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
-    for entry in ring.entries.iter_mut() {
-        if let Some((_, kernel)) = found.iter().find(|(id, _)| *id == entry.id) {
-            entry.kernel = Some(*kernel);
-        }
-    }
 }
 
 /// Empties the log (as Redis's `SLOWLOG RESET`); `logged` counts on.
@@ -177,20 +157,6 @@ pub fn read() -> SlowLog {
     SlowLog {
         entries: ring.entries.iter().rev().cloned().collect(),
         logged: ring.logged,
-        dropped: DROPPED.load(Ordering::Relaxed),
-    }
-}
-
-/// The log as far as [`annotate`] has reached: what a snapshot carries when
-/// the kernel view runs, so that no entry appears in one without its
-/// breakdown having been looked up (commands logged since the last
-/// `annotate` wait for the next snapshot).
-pub(crate) fn read_annotated() -> SlowLog {
-    let ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
-    let pending = usize::try_from(ring.logged - ring.annotated).unwrap_or(usize::MAX);
-    SlowLog {
-        entries: ring.entries.iter().rev().skip(pending).cloned().collect(),
-        logged: ring.annotated,
         dropped: DROPPED.load(Ordering::Relaxed),
     }
 }

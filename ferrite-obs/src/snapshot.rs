@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::histogram::Histogram;
 use crate::kernel::{Kernel, KernelSnapshot};
-use crate::slowlog::{self, KernelBreakdown, SlowLog};
+use crate::slowlog::{self, SlowLog};
 use crate::stats::{SiteStats, sites};
 
 /// Everything the collector knows at one rollup. Published whole; readers
@@ -173,20 +173,7 @@ impl Rollup {
             .map(|s| (crate::site::kind_of(s.total.id), s.total.name))
             .collect();
         let kernel = self.kernel.read(&|kind| names.get(&kind).copied());
-        let slowlog = if kernel.is_some() {
-            slowlog::annotate(|id, busy| {
-                let figures = self.kernel.command(id)?;
-                let off_cpu = figures.blocked + figures.preempted;
-                Some(KernelBreakdown {
-                    io_wait: figures.io_wait,
-                    off_cpu,
-                    on_cpu: busy.saturating_sub(off_cpu),
-                })
-            });
-            slowlog::read_annotated()
-        } else {
-            slowlog::read()
-        };
+        let slowlog = slowlog::read();
         self.sequence += 1;
         let added = Duration::from_secs_f64(
             (interval_calls as f64 * self.instrumentation.per_call_ns / 1e9).min(1e9),

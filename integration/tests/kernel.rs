@@ -49,7 +49,11 @@ fn config() -> Config {
 /// Starts the runtime with the kernel view; `None` (after saying why) when
 /// the kernel view cannot run here and the environment allows a skip.
 fn start(test: &str) -> Option<Handle> {
-    let handle = ferrite_obs::start(config()).expect("the runtime starts");
+    start_with(test, config())
+}
+
+fn start_with(test: &str, config: Config) -> Option<Handle> {
+    let handle = ferrite_obs::start(config).expect("the runtime starts");
     match handle.status().kernel {
         KernelStatus::Active { .. } => Some(handle),
         other => {
@@ -454,8 +458,17 @@ fn turn(task: u64, c: u64) -> u64 {
 #[test]
 fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
     let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(handle) = start("tokio_uring_requests_are_attributed_to_their_commands_exactly")
-    else {
+    // Every command goes to the slow log, which then shows each one's own
+    // kernel figures, read as it ended.
+    let config = Config {
+        slow_threshold: Duration::ZERO,
+        slowlog_len: 4096,
+        ..config()
+    };
+    let Some(handle) = start_with(
+        "tokio_uring_requests_are_attributed_to_their_commands_exactly",
+        config,
+    ) else {
         return;
     };
     let before = handle.snapshot().kernel.clone().unwrap_or_default();
@@ -544,6 +557,38 @@ fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
         unattributed >= THREADS as u64,
         "the opens are unattributed: {unattributed}"
     );
+
+    // Each command awaited its requests, so each slow-log entry carries
+    // exactly its own (a nested command's reads are not its caller's).
+    let slowlog = handle.snapshot().slowlog.clone();
+    let own_requests = |name: &str| match name {
+        "U_READS" => 3,
+        "U_WRITES" => 3,
+        "U_NESTED" => 2,
+        other => panic!("unexpected command {other}"),
+    };
+    let mut logged = BTreeMap::<&str, u64>::new();
+    for entry in &slowlog.entries {
+        let kernel = entry
+            .kernel
+            .unwrap_or_else(|| panic!("no kernel breakdown: {entry:?}"));
+        assert_eq!(kernel.io_requests, own_requests(entry.command), "{entry:?}");
+        assert!(kernel.io_wait > Duration::ZERO, "{entry:?}");
+        *logged.entry(entry.command).or_default() += 1;
+    }
+    // A command that finds the log busy (another thread logging at that
+    // instant) is counted as dropped instead.
+    let commands = reads + writes + 2 * nested;
+    assert_eq!(
+        logged.values().sum::<u64>() + slowlog.dropped,
+        commands,
+        "every command logged or counted as dropped: {logged:?}"
+    );
+    assert!(
+        slowlog.dropped < commands / 4,
+        "most commands are logged: {logged:?}, dropped {}",
+        slowlog.dropped
+    );
     shutdown(handle);
 }
 
@@ -555,7 +600,14 @@ fn sleepy(sleep: Duration) {
 #[test]
 fn off_cpu_time_is_charged_to_the_command_that_blocked() {
     let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(handle) = start("off_cpu_time_is_charged_to_the_command_that_blocked") else {
+    let config = Config {
+        slow_threshold: Duration::from_millis(1),
+        ..config()
+    };
+    let Some(handle) = start_with(
+        "off_cpu_time_is_charged_to_the_command_that_blocked",
+        config,
+    ) else {
         return;
     };
     const CALLS: u32 = 20;
@@ -596,6 +648,26 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
         "blocking polls are logged: {:?}",
         kernel.recent_events
     );
+    // Each call's slow-log entry says where its time went: asleep.
+    let slowlog = handle.snapshot().slowlog.clone();
+    let calls: Vec<_> = slowlog
+        .entries
+        .iter()
+        .filter(|e| e.command == "SLEEPY")
+        .collect();
+    assert_eq!(
+        calls.len() as u64 + slowlog.dropped,
+        u64::from(CALLS),
+        "{slowlog:?}"
+    );
+    for entry in calls {
+        let kernel = entry
+            .kernel
+            .unwrap_or_else(|| panic!("no kernel breakdown: {entry:?}"));
+        assert!(kernel.off_cpu >= SLEEP, "{entry:?}");
+        assert!(kernel.off_cpu <= entry.duration, "{entry:?}");
+        assert_eq!(kernel.io_requests, 0, "{entry:?}");
+    }
     shutdown(handle);
 }
 

@@ -30,7 +30,9 @@ pub(crate) const SEQ_BASE: u64 = 1 << 40;
 /// The first load's `generation` (`ferrite-obs` never uses 0, the
 /// generation of a slot never written or written while unregistered).
 pub(crate) const FIRST_GENERATION: u32 = 1;
-/// `inflight` entries: few, so the LRU evicts.
+/// `inflight_table` entries: few, so requests collide and go to the LRU.
+const TABLE_ENTRIES: usize = 2;
+/// `inflight` (LRU) entries: few, so the LRU evicts.
 const INFLIGHT_ENTRIES: usize = 4;
 /// The simulated thread.
 const TID: u32 = 4242;
@@ -266,6 +268,8 @@ pub(crate) struct Sim {
     thread: Option<ThreadRegistration>,
     /// The push whose slot set the thread's `last_seq`.
     last_seq_writer: Option<usize>,
+    /// The `inflight_table` array (an entry with `req` 0 is free).
+    inflight_table: [Inflight; TABLE_ENTRIES],
     /// The `inflight` LRU map, least recently used first.
     inflight: Vec<(u64, Inflight)>,
     free_reqs: Vec<u64>,
@@ -301,6 +305,9 @@ pub(crate) struct Sim {
     pub(crate) unregistered_tags: u64,
     pub(crate) evictions: u64,
     pub(crate) stale_entries_overwritten: u64,
+    /// Requests tracked in `inflight_table`, and in the LRU behind it.
+    pub(crate) tracked_in_table: u64,
+    pub(crate) tracked_in_lru: u64,
     pub(crate) completions: u64,
     pub(crate) decisions: Vec<(usize, Tag, Submission)>,
     pub(crate) violations: Vec<Violation>,
@@ -342,6 +349,7 @@ impl Sim {
             generation: FIRST_GENERATION,
             thread: None,
             last_seq_writer: None,
+            inflight_table: [Inflight::default(); TABLE_ENTRIES],
             inflight: Vec::new(),
             free_reqs: Vec::new(),
             next_req: 0xffff_8882_0000_0000,
@@ -363,6 +371,8 @@ impl Sim {
             unregistered_tags: 0,
             evictions: 0,
             stale_entries_overwritten: 0,
+            tracked_in_table: 0,
+            tracked_in_lru: 0,
             completions: 0,
             decisions: Vec::new(),
             violations: Vec::new(),
@@ -626,6 +636,7 @@ impl Sim {
             self.next_req
         });
         let entry = Inflight {
+            req,
             command: decision.command,
             submit_ns: self.now,
             ctx: RING,
@@ -635,7 +646,7 @@ impl Sim {
             punted: 0,
             _pad: [0; 6],
         };
-        self.lru_update(req, entry);
+        self.track(req, entry);
         self.in_flight.push(InFlight {
             id: request.id,
             user_data: request.user_data,
@@ -725,6 +736,37 @@ impl Sim {
         }
     }
 
+    /// `table_entry(req)`: the index of `req`'s entry of `inflight_table`.
+    fn table_index(req: u64) -> usize {
+        (req >> ferrite_obs_bpf::INFLIGHT_SHIFT) as usize & (TABLE_ENTRIES - 1)
+    }
+
+    /// The end of `fo_submit`: the table's entry when it is free or already
+    /// `req`'s (a lost completion's), the LRU map otherwise.
+    fn track(&mut self, req: u64, entry: Inflight) {
+        let held = &mut self.inflight_table[Self::table_index(req)];
+        if held.req == req || held.req == 0 {
+            if held.req == req {
+                self.stale_entries_overwritten += 1;
+            }
+            *held = entry;
+            self.tracked_in_table += 1;
+        } else {
+            self.tracked_in_lru += 1;
+            self.lru_update(req, entry);
+        }
+    }
+
+    /// `find_inflight(req, &in_table)`: the entry and whether it is the
+    /// table's.
+    fn find(&mut self, req: u64) -> Option<(Inflight, bool)> {
+        let held = self.inflight_table[Self::table_index(req)];
+        if held.req == req {
+            return Some((held, true));
+        }
+        self.lru_lookup(req).map(|entry| (entry, false))
+    }
+
     /// `bpf_map_update_elem(&inflight, &req, ..., BPF_ANY)` on an LRU map.
     fn lru_update(&mut self, req: u64, entry: Inflight) {
         if let Some(at) = self.inflight.iter().position(|(key, _)| *key == req) {
@@ -735,9 +777,13 @@ impl Sim {
         } else if self.inflight.len() == INFLIGHT_ENTRIES {
             let (evicted, _) = self.inflight.remove(0);
             self.evictions += 1;
-            for request in &mut self.in_flight {
-                if request.req == evicted {
-                    request.tracked = false;
+            // An entry left by a lost completion can be evicted while a
+            // later request at its address is tracked in the table.
+            if self.inflight_table[Self::table_index(evicted)].req != evicted {
+                for request in &mut self.in_flight {
+                    if request.req == evicted {
+                        request.tracked = false;
+                    }
                 }
             }
         }
@@ -758,7 +804,9 @@ impl Sim {
         }
         let at = which % self.in_flight.len();
         let request = self.in_flight[at];
-        let found = self.lru_lookup(request.req);
+        let found = self.find(request.req);
+        let in_table = found.is_some_and(|(_, in_table)| in_table);
+        let found = found.map(|(entry, _)| entry);
         let cflags = if more { CQE_F_MORE } else { 0 };
         let completion = model::complete(request.req, found.as_ref(), RING, cflags);
         let expected = request.tracked.then_some((request.command, request.kind));
@@ -768,14 +816,18 @@ impl Sim {
                 stays,
             } if expected == Some((entry.command, entry.kind)) => {
                 self.completions += 1;
-                if stays {
-                    if let Some((_, entry)) =
-                        self.inflight.iter_mut().find(|(k, _)| *k == request.req)
-                    {
-                        entry.punted = 0;
+                let held = &mut self.inflight_table[Self::table_index(request.req)];
+                match (stays, in_table) {
+                    (true, true) => held.punted = 0,
+                    (false, true) => held.req = 0,
+                    (true, false) => {
+                        if let Some((_, entry)) =
+                            self.inflight.iter_mut().find(|(k, _)| *k == request.req)
+                        {
+                            entry.punted = 0;
+                        }
                     }
-                } else {
-                    self.inflight.retain(|(key, _)| *key != request.req);
+                    (false, false) => self.inflight.retain(|(key, _)| *key != request.req),
                 }
             }
             Completion::Untracked if expected.is_none() => {}
@@ -813,6 +865,7 @@ impl Sim {
         self.thread = None;
         self.last_seq_writer = None;
         self.registration_fails = crowded;
+        self.inflight_table = [Inflight::default(); TABLE_ENTRIES];
         self.inflight.clear();
         for request in &mut self.in_flight {
             request.tracked = false;

@@ -19,7 +19,7 @@ use crate::prometheus::escape;
 /// value. The one list every export is generated from.
 type CounterField = (&'static str, &'static str, fn(&KernelCounters) -> u64);
 
-const COUNTERS: [CounterField; 16] = [
+const COUNTERS: [CounterField; 17] = [
     (
         "requests_submitted_total",
         "io_uring requests the process submitted.",
@@ -95,6 +95,11 @@ const COUNTERS: [CounterField; 16] = [
         "switch_ins_total",
         "Switch-outs matched by their switch-in.",
         |c| c.switch_ins,
+    ),
+    (
+        "command_misses_total",
+        "Completions or switches of a command whose own figures were no longer kept.",
+        |c| c.command_misses,
     ),
 ];
 

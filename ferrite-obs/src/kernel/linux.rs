@@ -9,18 +9,16 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use ferrite_obs_bpf::{
-    CommandFigures, Counter, Event, EventType, IoKey, IoStats, OffCpu, opcode_name,
-};
+use ferrite_obs_bpf::{Counter, Event, EventType, IoKey, IoStats, OffCpu, opcode_name};
 
 use super::{
-    CommandKernelFigures, IoFigures, KernelCounters, KernelEvent, KernelEventKind, KernelSnapshot,
-    KernelStatus, LoadStep, OffCpuFigures, RECENT_EVENTS,
+    IoFigures, KernelCounters, KernelEvent, KernelEventKind, KernelSnapshot, KernelStatus,
+    LoadStep, OffCpuFigures, RECENT_EVENTS,
 };
 use crate::config::Config;
 
@@ -89,7 +87,6 @@ struct Loaded {
     io_stats: PerCpuHashMap<MapData, IoKey, IoStats>,
     offcpu: PerCpuHashMap<MapData, u32, OffCpu>,
     counters: PerCpuArray<MapData, u64>,
-    commands: HashMap<MapData, u64, CommandFigures>,
     events: RingBuf<MapData>,
     recent: VecDeque<KernelEvent>,
     events_received: u64,
@@ -157,21 +154,11 @@ impl Kernel {
         })
     }
 
-    /// The kernel's figures of one command invocation, while it is still in
-    /// the (LRU) map.
-    pub(crate) fn command(&self, id: u64) -> Option<CommandKernelFigures> {
-        let figures: CommandFigures = self.loaded.as_ref()?.commands.get(&id, 0).ok()?;
-        Some(CommandKernelFigures {
-            io_wait: Duration::from_nanos(figures.io_ns),
-            blocked: Duration::from_nanos(figures.blocked_ns),
-            preempted: Duration::from_nanos(figures.preempted_ns),
-        })
-    }
-
     /// Detaches every program and frees every map.
     pub(crate) fn unload(&mut self) {
         if let Some(mut loaded) = self.loaded.take() {
             super::threads::uninstall(loaded.generation);
+            super::commands::retire();
             for (program, link) in loaded.links.drain(..) {
                 let Some(program) = loaded.ebpf.program_mut(program) else {
                     continue;
@@ -206,12 +193,20 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     let slow_io_ns = u64::try_from(config.slow_threshold.as_nanos()).unwrap_or(u64::MAX);
     let block_ns = u64::try_from(config.ebpf.blocking_threshold.as_nanos()).unwrap_or(u64::MAX);
     let generation = super::threads::reserve_generation();
+    // The direct-mapped table takes the configured size rounded up to a power
+    // of two; the LRU map behind it, for requests whose table entry is taken,
+    // a quarter of it.
+    let table_entries = config.ebpf.inflight_entries.next_power_of_two();
+    let inflight_mask = table_entries - 1;
+    let overflow_entries = (table_entries / 4).max(1024);
     let mut ebpf = EbpfLoader::new()
         .override_global("target_tgid", &tgid, true)
         .override_global("generation", &generation, true)
         .override_global("slow_io_ns", &slow_io_ns, true)
         .override_global("block_threshold_ns", &block_ns, true)
-        .map_max_entries("inflight", config.ebpf.inflight_entries)
+        .override_global("inflight_mask", &inflight_mask, true)
+        .map_max_entries("inflight_table", table_entries)
+        .map_max_entries("inflight", overflow_entries)
         .map_max_entries("io_stats", config.ebpf.histogram_entries)
         .map_max_entries("events", config.ebpf.ring_buffer_bytes)
         .load(ferrite_obs_bpf::object())
@@ -244,6 +239,19 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         links.push((program, link.map_err(|e| failure(LoadStep::Attach, &e))?));
     }
 
+    let commands = take(&mut ebpf, "commands")?;
+    let aya::maps::Map::Array(commands) = &commands else {
+        return Err(Failure {
+            step: LoadStep::CreateMaps,
+            error: "map `commands` is not an array".to_owned(),
+            fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
+        });
+    };
+    super::commands::install(commands.fd().as_fd()).map_err(|e| Failure {
+        step: LoadStep::CreateMaps,
+        error: format!("mapping the `commands` array into memory: {e}"),
+        fix: "the kernel view needs BPF_F_MMAPABLE arrays (Linux 5.5 or later)".to_owned(),
+    })?;
     let threads_map = take(&mut ebpf, "threads")?;
     let threads_fd = duplicate(&threads_map)?;
     let loaded = Loaded {
@@ -251,7 +259,6 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         io_stats: map(&mut ebpf, "io_stats")?,
         offcpu: map(&mut ebpf, "offcpu")?,
         counters: map(&mut ebpf, "counters")?,
-        commands: map(&mut ebpf, "commands")?,
         events: map(&mut ebpf, "events")?,
         ebpf,
         links,
@@ -377,14 +384,20 @@ fn failure(step: LoadStep, error: &(dyn StdError + 'static)) -> Failure {
         }
         source = e.source();
     }
-    // The verifier log can run to thousands of lines: keep its start.
-    if message.len() > 2000 {
-        let mut end = 2000;
-        while !message.is_char_boundary(end) {
-            end -= 1;
+    // The verifier log can run to thousands of lines: keep the start (the
+    // failed call) and the end, where the verifier says what it rejected.
+    const HEAD: usize = 400;
+    const TAIL: usize = 1600;
+    if message.len() > HEAD + TAIL {
+        let mut head = HEAD;
+        while !message.is_char_boundary(head) {
+            head -= 1;
         }
-        message.truncate(end);
-        message.push_str(" ...");
+        let mut tail = message.len() - TAIL;
+        while !message.is_char_boundary(tail) {
+            tail += 1;
+        }
+        message = format!("{} ... {}", &message[..head], &message[tail..]);
     }
     let missing = missing_capabilities();
     let grant = if missing.is_empty() {
@@ -470,6 +483,7 @@ impl Loaded {
             stats_full: sum(Counter::StatsFull),
             switch_outs: sum(Counter::SwitchOuts),
             switch_ins: sum(Counter::SwitchIns),
+            command_misses: sum(Counter::CommandMisses),
         }
     }
 

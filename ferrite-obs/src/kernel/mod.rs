@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+#[cfg(all(target_os = "linux", feature = "ebpf"))]
+mod commands;
 pub(crate) mod export;
 #[cfg(all(target_os = "linux", feature = "ebpf"))]
 mod threads;
@@ -36,6 +38,33 @@ pub(crate) struct PollWatch {
     /// then on by a command root nested in this poll stay theirs).
     #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
     sq_tail: Option<(u32, u64)>,
+}
+
+/// As command root `command` begins: gives it its entry of the kernel
+/// view's per-command figures. One load and a branch while the view is off.
+#[inline(always)]
+pub(crate) fn begin_command(command: u64) {
+    #[cfg(all(target_os = "linux", feature = "ebpf"))]
+    commands::begin(command);
+    #[cfg(not(all(target_os = "linux", feature = "ebpf")))]
+    let _ = command;
+}
+
+/// The kernel's figures of command `command`, read as it ends, if the kernel
+/// view is running and still holds them.
+pub(crate) fn command_figures(command: u64) -> Option<CommandKernelFigures> {
+    #[cfg(all(target_os = "linux", feature = "ebpf"))]
+    return commands::figures(command).map(|figures| CommandKernelFigures {
+        io_requests: figures.io_ops,
+        io_wait: Duration::from_nanos(figures.io_ns),
+        blocked: Duration::from_nanos(figures.blocked_ns),
+        preempted: Duration::from_nanos(figures.preempted_ns),
+    });
+    #[cfg(not(all(target_os = "linux", feature = "ebpf")))]
+    {
+        let _ = command;
+        None
+    }
 }
 
 /// On a thread entering a synchronous command: makes sure the kernel view
@@ -104,6 +133,8 @@ pub fn tag_sqe(user_data: u64) {
 /// The kernel's figures of one command invocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CommandKernelFigures {
+    /// Its completed io_uring requests.
+    pub(crate) io_requests: u64,
     /// The sum of their latencies.
     pub(crate) io_wait: Duration,
     /// Time its polls spent switched out sleeping.
@@ -249,6 +280,11 @@ pub struct KernelCounters {
     pub switch_outs: u64,
     /// ... matched by their switch-in.
     pub switch_ins: u64,
+    /// Completions or switches of a command whose figures were no longer
+    /// kept (65,536 newer commands had begun since it did, or it began
+    /// before the kernel view loaded): counted in the per-command-name
+    /// figures, missing from that command's slow-log breakdown.
+    pub command_misses: u64,
 }
 
 /// Completed io_uring requests of one command and opcode.

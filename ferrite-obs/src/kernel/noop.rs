@@ -1,7 +1,7 @@
 //! The kernel view where there is none: not Linux, or built without the
 //! `ebpf` feature. Same signatures as the Linux backend; the status says why.
 
-use super::{CommandKernelFigures, KernelSnapshot, KernelStatus};
+use super::{KernelSnapshot, KernelStatus};
 use crate::config::Config;
 
 #[derive(Debug)]
@@ -33,10 +33,6 @@ impl Kernel {
         &mut self,
         _name: &dyn Fn(u32) -> Option<&'static str>,
     ) -> Option<KernelSnapshot> {
-        None
-    }
-
-    pub(crate) fn command(&self, _id: u64) -> Option<CommandKernelFigures> {
         None
     }
 
