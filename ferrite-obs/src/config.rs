@@ -11,7 +11,7 @@
 //!
 //! [observability.ebpf]
 //! enabled = true
-//! inflight_entries = 65536    # in-flight io_uring requests tracked (LRU)
+//! inflight_entries = 65536    # in-flight io_uring requests tracked
 //! histogram_entries = 4096    # (command, opcode) latency histograms
 //! ring_buffer_bytes = 262144  # outlier events; a power of two
 //! blocking_threshold = "1ms"  # a command poll switched out sleeping longer is logged
@@ -57,7 +57,9 @@ pub struct Config {
 pub struct EbpfConfig {
     /// Loads the eBPF programs (where the kernel and privileges allow).
     pub enabled: bool,
-    /// Entries of the LRU map of in-flight io_uring requests.
+    /// In-flight io_uring requests tracked: the size of the direct-mapped
+    /// table (rounded up to a power of two); the LRU map behind it, for
+    /// requests whose table entry is taken, gets a quarter (at least 1,024).
     pub inflight_entries: u32,
     /// Entries of the per-(command, opcode) latency histogram map.
     pub histogram_entries: u32,
