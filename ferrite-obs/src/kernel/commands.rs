@@ -42,20 +42,22 @@ const BYTES: usize = COMMAND_SLOTS * size_of::<Entry>();
 
 /// The mapped table of the loaded view; null while none is mapped.
 static TABLE: AtomicPtr<Entry> = AtomicPtr::new(std::ptr::null_mut());
-/// The address range reserved for tables (0: none yet), and whether the
-/// current load's table is mapped there.
+/// The address range reserved for tables, and the load mapped there.
 static RANGE: Mutex<Range> = Mutex::new(Range {
     address: 0,
-    mapped: false,
+    mapped: None,
 });
 
 struct Range {
+    /// 0: none reserved yet.
     address: usize,
-    mapped: bool,
+    /// The generation of the load whose table is mapped there, if one is.
+    mapped: Option<u32>,
 }
 
-/// Maps the `commands` array behind `map` and starts using it.
-pub(super) fn install(map: BorrowedFd<'_>) -> io::Result<()> {
+/// Maps the `commands` array behind `map`, of load `generation`, and starts
+/// using it (in place of an earlier load's, if that one is still mapped).
+pub(super) fn install(map: BorrowedFd<'_>, generation: u32) -> io::Result<()> {
     let mut range = RANGE.lock().unwrap_or_else(|e| e.into_inner());
     let (hint, fixed) = match range.address {
         0 => (std::ptr::null_mut(), 0),
@@ -77,15 +79,18 @@ pub(super) fn install(map: BorrowedFd<'_>) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     range.address = address as usize;
-    range.mapped = true;
+    range.mapped = Some(generation);
     TABLE.store(address.cast(), Ordering::Release);
     Ok(())
 }
 
-/// Stops using the table and releases its pages, keeping the range.
-pub(super) fn retire() {
+/// Stops using the table of load `generation` and releases its pages,
+/// keeping the range. A later load's table mapped there meanwhile (a
+/// runtime dropped without `shutdown` unloads in the background, possibly
+/// after the next one started) is left alone.
+pub(super) fn retire(generation: u32) {
     let mut range = RANGE.lock().unwrap_or_else(|e| e.into_inner());
-    if !range.mapped {
+    if range.mapped != Some(generation) {
         return;
     }
     TABLE.store(std::ptr::null_mut(), Ordering::Release);
@@ -102,7 +107,9 @@ pub(super) fn retire() {
     };
     // On failure the map's pages stay mapped (and the map alive) rather
     // than pull memory from under a thread that may still write to it.
-    range.mapped = address == libc::MAP_FAILED;
+    if address != libc::MAP_FAILED {
+        range.mapped = None;
+    }
 }
 
 /// The entry of `command` in the mapped table, if one is mapped.

@@ -158,7 +158,7 @@ impl Kernel {
     pub(crate) fn unload(&mut self) {
         if let Some(mut loaded) = self.loaded.take() {
             super::threads::uninstall(loaded.generation);
-            super::commands::retire();
+            super::commands::retire(loaded.generation);
             for (program, link) in loaded.links.drain(..) {
                 let Some(program) = loaded.ebpf.program_mut(program) else {
                     continue;
@@ -247,11 +247,6 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
             fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
         });
     };
-    super::commands::install(commands.fd().as_fd()).map_err(|e| Failure {
-        step: LoadStep::CreateMaps,
-        error: format!("mapping the `commands` array into memory: {e}"),
-        fix: "the kernel view needs BPF_F_MMAPABLE arrays (Linux 5.5 or later)".to_owned(),
-    })?;
     let threads_map = take(&mut ebpf, "threads")?;
     let threads_fd = duplicate(&threads_map)?;
     let loaded = Loaded {
@@ -267,6 +262,12 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         events_malformed: 0,
     };
     drop(threads_map);
+    // Last of the steps that can fail: nothing else to undo when it does.
+    super::commands::install(commands.fd().as_fd(), generation).map_err(|e| Failure {
+        step: LoadStep::CreateMaps,
+        error: format!("mapping the `commands` array into memory: {e}"),
+        fix: "the kernel view needs BPF_F_MMAPABLE arrays (Linux 5.5 or later)".to_owned(),
+    })?;
     super::threads::install(threads_fd, generation);
     Ok(loaded)
 }
