@@ -129,6 +129,7 @@ struct io_uring_cqe {
 
 struct task_struct {
 	int pid;
+	int tgid;
 } __attribute__((preserve_access_index));
 
 /* The rare ones stay classic tracepoints, reading the kernel's formatted
@@ -442,7 +443,11 @@ int fo_switch(__u64 *args)
 
 	struct task_struct *next_task = (struct task_struct *)args[2];
 	__u32 next = next_task->pid;
-	struct fo_switch *out = bpf_map_lookup_elem(&switched_out, &next);
+	/* Only the process's threads are in `switched_out`: a field read
+	 * spares every other switch of the machine the hash lookup. */
+	struct fo_switch *out = (__u32)next_task->tgid == target_tgid
+					? bpf_map_lookup_elem(&switched_out, &next)
+					: 0;
 	if (out) {
 		struct fo_switch was = *out;
 		bpf_map_delete_elem(&switched_out, &next);
