@@ -8,9 +8,9 @@
  * outliers (slow or failed completions, blocking polls) go through the ring
  * buffer.
  *
- * Attribution: a runtime thread registers two addresses in `threads`: its
- * slot table (user_data -> command, written when the SQE is pushed) and its
- * current-command cell. io_uring_submit_req runs in the thread that calls
+ * Attribution: a runtime thread registers in `threads` its slot table (in
+ * `slots`: user_data -> command, written when the SQE is pushed) and the
+ * address of its current-command cell. io_uring_submit_req runs in the thread that calls
  * io_uring_enter, which for a thread's own ring is the thread that pushed the
  * SQE, so its slot table is the right one to read.
  */
@@ -27,10 +27,22 @@ volatile const __u32 target_tgid = 0;
 volatile const __u64 slow_io_ns = ~0ULL;
 volatile const __u64 block_threshold_ns = ~0ULL;
 volatile const __u32 generation = 0;
+/* Slot tables in `slots` (it holds slot_tables * FO_SLOTS entries). */
+volatile const __u32 slot_tables = 64;
 /* `inflight_table`'s entries minus one (its size is a power of two). */
 volatile const __u32 inflight_mask = 65535;
 
 /* Default sizes; the loader may override every max_entries. */
+
+/* The threads' slot tables, mapped into the host (see struct fo_slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64 * FO_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct fo_slot);
+} slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -244,14 +256,17 @@ static __always_inline struct fo_inflight *find_inflight(__u64 req, int *in_tabl
 static __always_inline __u64 consume_slot(__u32 tid, __u64 user_data, __u32 *kind)
 {
 	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &tid);
-	if (!thread || !thread->slots)
+	if (!thread || !thread->table)
 		return 0;
-	struct fo_slot slot;
-	__u64 at = thread->slots + (user_data & (FO_SLOTS - 1)) * sizeof(slot);
-	if (bpf_probe_read_user(&slot, sizeof(slot), (const void *)at) != 0) {
-		count(FO_C_READ_FAULTS);
+	__u32 index = (__u32)(thread->table - 1) * FO_SLOTS + ((__u32)user_data & (FO_SLOTS - 1));
+	struct fo_slot *entry = thread->table <= slot_tables
+					? bpf_map_lookup_elem(&slots, &index)
+					: 0;
+	if (!entry) {
+		count(FO_C_READ_FAULTS); /* a registration naming no table */
 		return 0;
 	}
+	struct fo_slot slot = *entry;
 	if (slot.user_data != user_data || slot.generation != generation) {
 		count(FO_C_SLOT_MISMATCH);
 		return 0;

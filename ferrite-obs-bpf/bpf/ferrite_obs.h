@@ -13,9 +13,12 @@
 
 #include <linux/types.h>
 
-/* ---- per-thread state in the host's memory, read with bpf_probe_read_user */
+/* ---- per-thread state the host writes */
 
-/* Entries in a thread's slot table (a power of two). An SQE with user_data
+/* Entries in a thread's slot table (a power of two). The tables are the
+ * array map `slots`, mapped into the host's memory: table `t` is entries
+ * [t * FO_SLOTS, (t + 1) * FO_SLOTS), written by the thread that registered
+ * it, read by the programs with no copy from user memory. An SQE with user_data
  * `u` is described by entry `u & (FO_SLOTS - 1)` if that entry's user_data
  * is `u`; otherwise the request is unattributed (a collision). */
 #define FO_SLOT_BITS 10
@@ -32,9 +35,10 @@
  * unattributed instead of inheriting a stale command.
  *
  * `generation` is the load the slot was written under (the loader's
- * `generation` constant): a slot written for an earlier load of the
- * programs, or before the thread's registration in this load, is never
- * trusted (userspace writes generation 0 while unregistered).
+ * `generation` constant): a slot of another load is never trusted. (Each
+ * load has its own tables, zeroed when a thread is given one, and a thread
+ * writes no slot while unregistered; the check keeps a slot that is not
+ * this load's from ever being used all the same.)
  *
  * Every SQE that reaches the kernel consumes its slot, whether it is
  * submitted (fo_submit) or fails before submission (fo_failed), so no
@@ -53,10 +57,11 @@ struct fo_current {
 	__u64 kind;
 };
 
-/* Map `threads` (tid -> registration): where a thread's tables live.
- * A hash that never evicts: entries leave when their thread exits. */
+/* Map `threads` (tid -> registration): a thread's slot table and its
+ * current-command cell. A hash that never evicts: entries leave when their
+ * thread exits. */
 struct fo_thread {
-	__u64 slots;    /* address of FO_SLOTS struct fo_slot, or 0 */
+	__u64 table;    /* index + 1 of the thread's table in `slots`, or 0 */
 	__u64 current;  /* address of a struct fo_current, or 0 */
 	__u64 last_seq; /* seq of the last slot read; the programs write it,
 			   a registration (userspace) resets it to 0 */

@@ -47,8 +47,8 @@ pub struct Current {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadRegistration {
-    /// Address of the thread's `[Slot; SLOTS]`, or 0.
-    pub slots: u64,
+    /// Index + 1 of the thread's table in the `slots` array, or 0.
+    pub table: u64,
     /// Address of the thread's [`Current`], or 0.
     pub current: u64,
     /// `seq` of the last slot the programs read for this thread; a

@@ -22,7 +22,8 @@ pub enum SlotRead {
     /// The thread is not in `threads`, or registered no slot table
     /// (`!thread || !thread->slots`).
     NoTable,
-    /// `bpf_probe_read_user` of the slot failed.
+    /// The lookup of the slot in `slots` found nothing (a registration
+    /// naming a table beyond `slot_tables`: the host never writes one).
     Fault,
     /// The slot at [`slot_index`] of the SQE's `user_data`.
     Slot(Slot),
@@ -59,7 +60,7 @@ pub fn consume_slot(read: SlotRead, user_data: u64, generation: u32, last_seq: u
     let slot = match read {
         // if (!thread || !thread->slots) return 0;
         SlotRead::NoTable => return unused(None),
-        // if (bpf_probe_read_user(...) != 0) { count(FO_C_READ_FAULTS); return 0; }
+        // if (!entry) { count(FO_C_READ_FAULTS); return 0; }
         SlotRead::Fault => return unused(Some(Counter::ReadFaults)),
         SlotRead::Slot(slot) => slot,
     };

@@ -13,6 +13,7 @@
 //! enabled = true
 //! inflight_entries = 65536    # in-flight io_uring requests tracked
 //! histogram_entries = 4096    # (command, opcode) latency histograms
+//! slot_tables = 64            # threads that can tag io_uring requests at once
 //! ring_buffer_bytes = 262144  # outlier events; a power of two
 //! blocking_threshold = "1ms"  # a command poll switched out sleeping longer is logged
 //! ```
@@ -63,6 +64,11 @@ pub struct EbpfConfig {
     pub inflight_entries: u32,
     /// Entries of the per-(command, opcode) latency histogram map.
     pub histogram_entries: u32,
+    /// Threads that can tag io_uring requests at once: each takes a 32 KiB
+    /// slot table of an array that the kernel view allocates whole when it
+    /// loads (2 MiB for 64) and maps into the process. A thread that finds
+    /// none left is counted, and its requests are unattributed.
+    pub slot_tables: u32,
     /// Size of the ring buffer for outlier events, a power of two.
     pub ring_buffer_bytes: u32,
     /// A command's poll that sleeps (blocks its thread) longer than this is
@@ -126,6 +132,7 @@ impl Default for EbpfConfig {
             enabled: true,
             inflight_entries: 65_536,
             histogram_entries: 4_096,
+            slot_tables: 64,
             ring_buffer_bytes: 256 * 1024,
             blocking_threshold: Duration::from_millis(1),
         }
@@ -264,7 +271,7 @@ impl<'de> de::Deserialize<'de> for Raw {
 
 /// Every key of the section, with its section path: the keys that
 /// documentation must cover.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "enabled",
     "rollup_interval",
     "slow_threshold",
@@ -274,6 +281,7 @@ pub const KEYS: [&str; 11] = [
     "ebpf.enabled",
     "ebpf.inflight_entries",
     "ebpf.histogram_entries",
+    "ebpf.slot_tables",
     "ebpf.ring_buffer_bytes",
     "ebpf.blocking_threshold",
 ];
@@ -343,6 +351,10 @@ impl Config {
             "ebpf.histogram_entries" => {
                 self.ebpf.histogram_entries =
                     value.integer(64..=65_536, "a whole number from 64 to 65536")? as u32;
+            }
+            "ebpf.slot_tables" => {
+                self.ebpf.slot_tables =
+                    value.integer(1..=4096, "a whole number from 1 to 4096")? as u32;
             }
             "ebpf.ring_buffer_bytes" => {
                 const EXPECTED: &str = "a power of two from 4096 to 268435456 (256 MiB)";
@@ -420,6 +432,7 @@ impl Config {
              enabled = {}\n\
              inflight_entries = {}\n\
              histogram_entries = {}\n\
+             slot_tables = {}\n\
              ring_buffer_bytes = {}\n\
              blocking_threshold = \"{}\"\n",
             self.enabled,
@@ -431,6 +444,7 @@ impl Config {
             self.ebpf.enabled,
             self.ebpf.inflight_entries,
             self.ebpf.histogram_entries,
+            self.ebpf.slot_tables,
             self.ebpf.ring_buffer_bytes,
             format_duration(self.ebpf.blocking_threshold),
         )

@@ -56,6 +56,7 @@ fn every_key_is_read() {
         enabled = false
         inflight_entries = 8192
         histogram_entries = 128
+        slot_tables = 16
         ring_buffer_bytes = 65536
         blocking_threshold = "250us"
         "#,
@@ -74,6 +75,7 @@ fn every_key_is_read() {
                 enabled: false,
                 inflight_entries: 8192,
                 histogram_entries: 128,
+                slot_tables: 16,
                 ring_buffer_bytes: 65536,
                 blocking_threshold: Duration::from_micros(250),
             },
@@ -108,7 +110,7 @@ fn error_messages_name_the_key_the_value_and_what_is_accepted() {
         ),
         (
             "[observability.ebpf]\nenable = true",
-            "unknown key `ebpf.enable` in [observability]: did you mean `ebpf.enabled`?; valid keys: enabled, inflight_entries, histogram_entries, ring_buffer_bytes, blocking_threshold",
+            "unknown key `ebpf.enable` in [observability]: did you mean `ebpf.enabled`?; valid keys: enabled, inflight_entries, histogram_entries, slot_tables, ring_buffer_bytes, blocking_threshold",
         ),
         (
             "[observability]\nfrobnicate = 1",
@@ -157,6 +159,10 @@ fn error_messages_name_the_key_the_value_and_what_is_accepted() {
         (
             "[observability.ebpf]\nhistogram_entries = 1000000",
             "`observability.ebpf.histogram_entries` = 1000000: expected a whole number from 64 to 65536",
+        ),
+        (
+            "[observability.ebpf]\nslot_tables = 0",
+            "`observability.ebpf.slot_tables` = 0: expected a whole number from 1 to 4096",
         ),
         (
             "[observability]\nebpf = true",
@@ -233,15 +239,24 @@ fn config() -> impl Strategy<Value = Config> {
         any::<bool>(),
         1024u32..=4_194_304,
         64u32..=65_536,
+        1u32..=4096,
         12u32..=28,
         duration(10_000, 60_000_000_000),
     )
         .prop_map(
-            |(enabled, inflight_entries, histogram_entries, shift, blocking_threshold)| {
+            |(
+                enabled,
+                inflight_entries,
+                histogram_entries,
+                slot_tables,
+                shift,
+                blocking_threshold,
+            )| {
                 EbpfConfig {
                     enabled,
                     inflight_entries,
                     histogram_entries,
+                    slot_tables,
                     ring_buffer_bytes: 1 << shift,
                     blocking_threshold,
                 }

@@ -592,6 +592,91 @@ fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
     shutdown(handle);
 }
 
+/// With one slot table, a second thread that tags while the first holds it
+/// is counted and its requests are unattributed, never guessed; the table
+/// is given back when its thread exits, and the next thread takes it.
+#[test]
+fn a_thread_without_a_slot_table_is_counted_and_unattributed() {
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut config = config();
+    config.ebpf.slot_tables = 1;
+    let Some(handle) = start_with(
+        "a_thread_without_a_slot_table_is_counted_and_unattributed",
+        config,
+    ) else {
+        return;
+    };
+    let before = handle.snapshot().kernel.clone().unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("ferrite-obs-tables-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    const CALLS: u64 = 10;
+    let run = |dir: std::path::PathBuf, index: usize| {
+        let mut worker = Worker::new(&dir, index);
+        for n in 0..CALLS {
+            read3(&mut worker, n);
+        }
+        worker.submit_all();
+    };
+
+    // The first thread takes the only table and keeps it (it stays alive)
+    // while the second runs.
+    let (took, first_took) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let first = std::thread::spawn({
+        let dir = dir.clone();
+        move || {
+            run(dir, 0);
+            took.send(()).unwrap();
+            let _ = released.recv();
+        }
+    });
+    first_took.recv().unwrap();
+    std::thread::spawn({
+        let dir = dir.clone();
+        move || run(dir, 1)
+    })
+    .join()
+    .unwrap();
+    release.send(()).unwrap();
+    first.join().unwrap();
+    // The first thread's table was given back as it exited.
+    std::thread::spawn({
+        let dir = dir.clone();
+        move || run(dir, 2)
+    })
+    .join()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let attributed = 2 * 3 * CALLS;
+    let kernel = wait_for(&handle, "every completion", |k| {
+        k.counters.attributed - before.counters.attributed >= attributed
+            && k.counters.unattributed - before.counters.unattributed >= 3 * CALLS
+            && k.counters.completed >= k.counters.submitted
+    });
+    let ops = |k: &KernelSnapshot, command| {
+        ops_by_command(k)
+            .get(&(command, OP_READ))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        ops(&kernel, Some("READ3")) - ops(&before, Some("READ3")),
+        attributed,
+        "the two threads with a table: every read attributed"
+    );
+    assert_eq!(
+        ops(&kernel, None) - ops(&before, None),
+        3 * CALLS,
+        "the thread without one: every read unattributed"
+    );
+    assert_eq!(
+        kernel.counters.threads_without_slot_table - before.counters.threads_without_slot_table,
+        1
+    );
+    shutdown(handle);
+}
+
 #[probe(command, name = "SLEEPY", skip_all)]
 fn sleepy(sleep: Duration) {
     std::thread::sleep(sleep);

@@ -36,8 +36,9 @@ const TABLE_ENTRIES: usize = 2;
 const INFLIGHT_ENTRIES: usize = 4;
 /// The simulated thread.
 const TID: u32 = 4242;
-/// The thread's slot table and `Current` cell, as registered.
-const TABLE: u64 = 0x7f3a_2c00_0000;
+/// The thread's slot table (index + 1 in `slots`) and `Current` cell, as
+/// registered.
+const TABLE: u64 = 3;
 const CURRENT: u64 = 0x7f3a_2d00_0040;
 
 /// How the host pushes an SQE.
@@ -108,12 +109,15 @@ pub(crate) struct Rules {
     /// The host pushes a `user_data` only when no request of its is pending
     /// or in flight (slab indices); otherwise any value, duplicates too.
     pub(crate) reuse_only_free: bool,
-    /// `bpf_probe_read_user` of a slot may fault (the table's page is not
-    /// mapped at that moment: swapped out, or made PROT_NONE by NUMA
-    /// balancing; the read cannot fault it in).
+    /// The read of a slot may fail (`consume_slot` finds no entry). Not
+    /// possible with the tables in a mapped array, which the host never
+    /// registers beyond; kept to pin what such a failure would do (formerly
+    /// `bpf_probe_read_user` of a table in the host's memory, which could
+    /// fault when the page was swapped out or made PROT_NONE by NUMA
+    /// balancing).
     pub(crate) read_faults: bool,
     /// Registering the thread in a fresh `threads` map may fail (the map is
-    /// full); `tag_as` still writes the slot, with generation 0.
+    /// full); `tag_as` then writes no slot.
     pub(crate) registration_failures: bool,
 }
 
@@ -153,7 +157,7 @@ pub(crate) enum Cause {
     /// looks stale.
     LastSeqAhead,
     /// Written by an earlier SQE whose own consumption could not read it:
-    /// `bpf_probe_read_user` faulted, so `last_seq` never moved past it.
+    /// Its slot could not be read, so `last_seq` never moved past it.
     ReadFault,
     /// None of the above: a bug in the protocol or in this simulation
     /// (a failed submission or a late tag leaving its slot unread, a slot
@@ -244,7 +248,8 @@ pub(crate) struct Sim {
     /// The push that last wrote each slot.
     writer: Vec<Option<usize>>,
     next_seq: u64,
-    /// Whether the slot table is allocated (on the first tag).
+    /// Whether the thread holds a slot table of the current load (taken,
+    /// zeroed, by its first tag under that load).
     table: bool,
     /// The generation the thread registered under (`registered`), and
     /// whether with its table (`registered_slots`).
@@ -284,12 +289,9 @@ pub(crate) struct Sim {
     pub(crate) unattributed: u64,
     /// Slot reads (by `fo_submit` and `fo_failed`) refused, by counter.
     pub(crate) rejected: [u64; model_counters::LEN],
-    /// Mismatches of a slot with the right `user_data` but of an earlier
-    /// load.
+    /// Mismatches of a slot with the right `user_data` but of another
+    /// load (none: every load has its own tables).
     pub(crate) generation_mismatches: u64,
-    /// Mismatches of a slot with the right `user_data` written while the
-    /// thread was unregistered (generation 0).
-    pub(crate) unregistered_slots_refused: u64,
     /// Consumptions that found no `threads` entry, and an entry without a
     /// slot table.
     pub(crate) no_entry: u64,
@@ -301,7 +303,7 @@ pub(crate) struct Sim {
     /// Successful registrations (updates of `threads`), and failed ones.
     pub(crate) registrations: u64,
     pub(crate) failed_registrations: u64,
-    /// Slots written while the thread was unregistered (generation 0).
+    /// Tags not written because the thread was unregistered.
     pub(crate) unregistered_tags: u64,
     pub(crate) evictions: u64,
     pub(crate) stale_entries_overwritten: u64,
@@ -361,7 +363,6 @@ impl Sim {
             unattributed: 0,
             rejected: [0; model_counters::LEN],
             generation_mismatches: 0,
-            unregistered_slots_refused: 0,
             no_entry: 0,
             no_table: 0,
             late_tags: 0,
@@ -425,10 +426,16 @@ impl Sim {
         self.thread.map_or(0, |thread| thread.last_seq)
     }
 
-    /// `ThreadState::register`: one update of `threads` with the whole
-    /// registration (the table's address, null before the first tag, and
-    /// `last_seq` 0), which may fail.
-    fn register(&mut self) {
+    /// `ThreadState::register`: takes a table of this load first if
+    /// `want_table` and the thread has none (zeroed), then one update of
+    /// `threads` with the whole registration (the table, none before the
+    /// first tag, and `last_seq` 0), which may fail.
+    fn register(&mut self, want_table: bool) {
+        if want_table && !self.table {
+            self.table = true;
+            self.slots.fill(Slot::default());
+            self.writer.fill(None);
+        }
         if self.registration_fails {
             // The update failed: the entry and `registered` stay as they
             // were.
@@ -437,7 +444,7 @@ impl Sim {
             return;
         }
         self.thread = Some(ThreadRegistration {
-            slots: if self.table { TABLE } else { 0 },
+            table: if self.table { TABLE } else { 0 },
             current: CURRENT,
             last_seq: 0,
         });
@@ -447,32 +454,30 @@ impl Sim {
         self.registered_slots = self.table;
     }
 
-    /// `threads::tag_as` for push `id`: allocates the table, registers if
-    /// the thread is not registered with it under this generation, and
-    /// writes the slot, with generation 0 if it is still not registered.
+    /// `threads::tag_as` for push `id`: registers (taking a table) if the
+    /// thread is not registered with its table under this generation, and
+    /// writes the slot, unless it is still not registered.
     fn tag_as(&mut self, id: usize, user_data: u64, tag: Tag) {
         let command = match tag {
             Tag::Untagged => return,
             Tag::Outside => 0,
             Tag::Command(command) => command,
         };
-        self.table = true;
-        if self.registered != Some(self.generation) || !self.registered_slots {
-            self.register();
+        let ready = |sim: &Sim| sim.registered == Some(sim.generation) && sim.registered_slots;
+        if !ready(self) {
+            self.register(true);
         }
-        let generation = if self.registered == Some(self.generation) && self.registered_slots {
-            self.generation
-        } else {
+        if !ready(self) {
             self.unregistered_tags += 1;
-            0
-        };
+            return;
+        }
         let index = model::slot_index(user_data);
         self.slots[index] = Slot {
             user_data,
             command,
             seq: self.next_seq,
             kind: tag.kind(),
-            generation,
+            generation: self.generation,
         };
         self.writer[index] = Some(id);
         self.next_seq += 1;
@@ -512,7 +517,7 @@ impl Sim {
     /// this generation (with its table if it has one), and notes the tail.
     fn poll_start(&mut self, command: u64) {
         if self.registered != Some(self.generation) {
-            self.register();
+            self.register(false);
         }
         self.poll = Some((command, self.tail));
     }
@@ -552,7 +557,7 @@ impl Sim {
 
     /// What `consume_slot` reads for `request`.
     fn read(&self, request: &Pushed) -> SlotRead {
-        if self.thread.is_none_or(|thread| thread.slots == 0) {
+        if self.thread.is_none_or(|thread| thread.table == 0) {
             SlotRead::NoTable
         } else if request.faults {
             SlotRead::Fault
@@ -573,11 +578,7 @@ impl Sim {
                     && counter == Counter::SlotMismatch
                     && slot.user_data == request.user_data
                 {
-                    if slot.generation != 0 {
-                        self.generation_mismatches += 1;
-                    } else if self.writer[index].is_some() {
-                        self.unregistered_slots_refused += 1;
-                    }
+                    self.generation_mismatches += 1;
                 }
             }
             (None, SlotRead::NoTable) if self.thread.is_none() => self.no_entry += 1,
@@ -858,11 +859,16 @@ impl Sim {
         self.free_reqs.push(request.req);
     }
 
-    /// A new load: a new generation (the host's slots keep theirs), fresh
-    /// `threads` and `inflight` maps.
+    /// A new load: a new generation, fresh `threads`, `inflight` and
+    /// `slots` maps (the thread's table is gone with its load).
     fn reload(&mut self, crowded: bool) {
         self.generation += 1;
         self.thread = None;
+        // The new load's tables: the thread takes one at its next tag.
+        self.table = false;
+        self.registered_slots = false;
+        self.slots.fill(Slot::default());
+        self.writer.fill(None);
         self.last_seq_writer = None;
         self.registration_fails = crowded;
         self.inflight_table = [Inflight::default(); TABLE_ENTRIES];

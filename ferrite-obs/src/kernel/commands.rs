@@ -10,19 +10,15 @@
 //! end. Command ids are handed out in sequence, so an entry is reused only
 //! `COMMAND_SLOTS` commands later.
 //!
-//! Lifetime. A thread may hold the table's address while the view unloads,
-//! so unloading never unmaps the range: [`retire`] maps fresh anonymous
-//! memory over it (`MAP_FIXED`), which releases the map's pages (the map is
-//! freed with its last descriptor) while a late write lands in memory that
-//! nobody reads. The range stays reserved, and the next load maps its own
-//! table onto it.
+//! The array is mapped and released as a [`Region`].
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::Mutex;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ferrite_obs_bpf::{COMMAND_SLOTS, CommandFigures};
+
+use super::mapped::Region;
 
 /// `struct fo_command` as shared memory: the programs add with atomic
 /// instructions while the host reads.
@@ -42,74 +38,22 @@ const BYTES: usize = COMMAND_SLOTS * size_of::<Entry>();
 
 /// The mapped table of the loaded view; null while none is mapped.
 static TABLE: AtomicPtr<Entry> = AtomicPtr::new(std::ptr::null_mut());
-/// The address range reserved for tables, and the load mapped there.
-static RANGE: Mutex<Range> = Mutex::new(Range {
-    address: 0,
-    mapped: None,
-});
-
-struct Range {
-    /// 0: none reserved yet.
-    address: usize,
-    /// The generation of the load whose table is mapped there, if one is.
-    mapped: Option<u32>,
-}
+static REGION: Region = Region::new();
 
 /// Maps the `commands` array behind `map`, of load `generation`, and starts
 /// using it (in place of an earlier load's, if that one is still mapped).
 pub(super) fn install(map: BorrowedFd<'_>, generation: u32) -> io::Result<()> {
-    let mut range = RANGE.lock().unwrap_or_else(|e| e.into_inner());
-    let (hint, fixed) = match range.address {
-        0 => (std::ptr::null_mut(), 0),
-        address => (address as *mut libc::c_void, libc::MAP_FIXED),
-    };
-    // SAFETY: maps the array's pages over our own reserved range (or a new
-    // one); nothing else lives there.
-    let address = unsafe {
-        libc::mmap(
-            hint,
-            BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | fixed,
-            map.as_raw_fd(),
-            0,
-        )
-    };
-    if address == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    range.address = address as usize;
-    range.mapped = Some(generation);
-    TABLE.store(address.cast(), Ordering::Release);
-    Ok(())
+    REGION.install(map, BYTES, generation, |table| {
+        TABLE.store(table.cast(), Ordering::Release);
+    })
 }
 
-/// Stops using the table of load `generation` and releases its pages,
-/// keeping the range. A later load's table mapped there meanwhile (a
-/// runtime dropped without `shutdown` unloads in the background, possibly
-/// after the next one started) is left alone.
+/// Stops using the table of load `generation` and releases its pages; a
+/// later load's table is left alone.
 pub(super) fn retire(generation: u32) {
-    let mut range = RANGE.lock().unwrap_or_else(|e| e.into_inner());
-    if range.mapped != Some(generation) {
-        return;
-    }
-    TABLE.store(std::ptr::null_mut(), Ordering::Release);
-    // SAFETY: replaces our own mapping, in place, with zeroed private memory.
-    let address = unsafe {
-        libc::mmap(
-            range.address as *mut libc::c_void,
-            BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    // On failure the map's pages stay mapped (and the map alive) rather
-    // than pull memory from under a thread that may still write to it.
-    if address != libc::MAP_FAILED {
-        range.mapped = None;
-    }
+    REGION.retire(generation, || {
+        TABLE.store(std::ptr::null_mut(), Ordering::Release);
+    });
 }
 
 /// The entry of `command` in the mapped table, if one is mapped.

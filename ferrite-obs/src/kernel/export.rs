@@ -19,7 +19,7 @@ use crate::prometheus::escape;
 /// value. The one list every export is generated from.
 type CounterField = (&'static str, &'static str, fn(&KernelCounters) -> u64);
 
-const COUNTERS: [CounterField; 17] = [
+const COUNTERS: [CounterField; 18] = [
     (
         "requests_submitted_total",
         "io_uring requests the process submitted.",
@@ -100,6 +100,11 @@ const COUNTERS: [CounterField; 17] = [
         "command_misses_total",
         "Completions or switches of a command whose own figures were no longer kept.",
         |c| c.command_misses,
+    ),
+    (
+        "threads_without_slot_table_total",
+        "Threads that tagged io_uring requests but found every slot table taken.",
+        |c| c.threads_without_slot_table,
     ),
 ];
 

@@ -14,7 +14,7 @@ use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use ferrite_obs_bpf::{Counter, Event, EventType, IoKey, IoStats, OffCpu, opcode_name};
+use ferrite_obs_bpf::{Counter, Event, EventType, IoKey, IoStats, OffCpu, SLOTS, opcode_name};
 
 use super::{
     IoFigures, KernelCounters, KernelEvent, KernelEventKind, KernelSnapshot, KernelStatus,
@@ -205,6 +205,8 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         .override_global("slow_io_ns", &slow_io_ns, true)
         .override_global("block_threshold_ns", &block_ns, true)
         .override_global("inflight_mask", &inflight_mask, true)
+        .override_global("slot_tables", &config.ebpf.slot_tables, true)
+        .map_max_entries("slots", config.ebpf.slot_tables * SLOTS as u32)
         .map_max_entries("inflight_table", table_entries)
         .map_max_entries("inflight", overflow_entries)
         .map_max_entries("io_stats", config.ebpf.histogram_entries)
@@ -240,13 +242,9 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     }
 
     let commands = take(&mut ebpf, "commands")?;
-    let aya::maps::Map::Array(commands) = &commands else {
-        return Err(Failure {
-            step: LoadStep::CreateMaps,
-            error: "map `commands` is not an array".to_owned(),
-            fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
-        });
-    };
+    let commands = array(&commands, "commands")?;
+    let slots = take(&mut ebpf, "slots")?;
+    let slots = array(&slots, "slots")?;
     let threads_map = take(&mut ebpf, "threads")?;
     let threads_fd = duplicate(&threads_map)?;
     let loaded = Loaded {
@@ -262,14 +260,35 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         events_malformed: 0,
     };
     drop(threads_map);
-    // Last of the steps that can fail: nothing else to undo when it does.
-    super::commands::install(commands.fd().as_fd(), generation).map_err(|e| Failure {
-        step: LoadStep::CreateMaps,
-        error: format!("mapping the `commands` array into memory: {e}"),
-        fix: "the kernel view needs BPF_F_MMAPABLE arrays (Linux 5.5 or later)".to_owned(),
-    })?;
-    super::threads::install(threads_fd, generation);
+    // The last steps that can fail: mapping the arrays the host shares.
+    super::commands::install(commands.fd().as_fd(), generation)
+        .map_err(|e| mapping_failure("commands", &e))?;
+    let tables = config.ebpf.slot_tables;
+    if let Err(e) = super::threads::install(threads_fd, generation, slots.fd().as_fd(), tables) {
+        super::commands::retire(generation);
+        return Err(mapping_failure("slots", &e));
+    }
     Ok(loaded)
+}
+
+/// Map `name` as the array it is declared as.
+fn array<'a>(map: &'a aya::maps::Map, name: &str) -> Result<&'a MapData, Failure> {
+    match map {
+        aya::maps::Map::Array(data) => Ok(data),
+        _ => Err(Failure {
+            step: LoadStep::CreateMaps,
+            error: format!("map `{name}` is not an array"),
+            fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
+        }),
+    }
+}
+
+fn mapping_failure(name: &str, error: &io::Error) -> Failure {
+    Failure {
+        step: LoadStep::CreateMaps,
+        error: format!("mapping the `{name}` array into memory: {error}"),
+        fix: "the kernel view needs BPF_F_MMAPABLE arrays (Linux 5.5 or later)".to_owned(),
+    }
 }
 
 /// The object's program `program`, of type `P`.
@@ -485,6 +504,7 @@ impl Loaded {
             switch_outs: sum(Counter::SwitchOuts),
             switch_ins: sum(Counter::SwitchIns),
             command_misses: sum(Counter::CommandMisses),
+            threads_without_slot_table: super::threads::refused(),
         }
     }
 

@@ -19,6 +19,8 @@ use std::time::Duration;
 mod commands;
 pub(crate) mod export;
 #[cfg(all(target_os = "linux", feature = "ebpf"))]
+mod mapped;
+#[cfg(all(target_os = "linux", feature = "ebpf"))]
 mod threads;
 
 #[cfg_attr(all(target_os = "linux", feature = "ebpf"), path = "linux.rs")]
@@ -120,8 +122,9 @@ pub(crate) fn exit_command(watch: PollWatch, command: u64, kind: u32) {
 /// thread that pushes to two rings can see one ring's tags read for the
 /// other's SQEs with the same `user_data`.
 ///
-/// The cost: a few stores into a per-thread table (allocated on the first
-/// tag, 32 KiB); nothing at all while the kernel view is not running.
+/// The cost: a few stores into the thread's slot table (taken at its first
+/// tag, see `ebpf.slot_tables`); nothing at all while the kernel view is not
+/// running.
 #[inline]
 pub fn tag_sqe(user_data: u64) {
     #[cfg(all(target_os = "linux", feature = "ebpf"))]
@@ -285,6 +288,9 @@ pub struct KernelCounters {
     /// before the kernel view loaded): counted in the per-command-name
     /// figures, missing from that command's slow-log breakdown.
     pub command_misses: u64,
+    /// Threads that tagged io_uring requests but found every slot table
+    /// taken (`ebpf.slot_tables`): their requests count as unattributed.
+    pub threads_without_slot_table: u64,
 }
 
 /// Completed io_uring requests of one command and opcode.

@@ -1,41 +1,93 @@
 //! Per-thread attribution state the kernel programs read: each thread's slot
-//! table (user_data -> command, written by [`tag`]) and its current-command
-//! cell, registered by address in the `threads` map.
+//! table (user_data -> command, written by [`tag_as`]) and its
+//! current-command cell, registered in the `threads` map.
 //!
 //! Protocol. While a kernel view is loaded, [`GENERATION`] holds its non-zero
-//! generation and [`REGISTRAR`] the descriptor of its `threads` map. A thread
-//! registers itself (one `bpf(BPF_MAP_UPDATE_ELEM)`) the first time it enters
-//! a command's poll or tags an SQE under a generation, and notes that
-//! generation, so the hot path is one relaxed load and a compare. The
+//! generation and [`REGISTRAR`] the descriptor of its `threads` map and its
+//! slot tables: the `slots` array, mapped into the process (a
+//! [`Region`]), one table of `SLOTS` entries per thread that tags SQEs. A
+//! thread registers itself (one `bpf(BPF_MAP_UPDATE_ELEM)`) the first time
+//! it enters a command's poll or tags an SQE under a generation, taking a
+//! table (zeroed) the first time it tags, and notes that generation, so the
+//! hot path is one relaxed load and a compare. A thread writes no slot while
+//! unregistered or without a table: its SQEs count as unattributed. The
 //! registrar is an `Arc` loaded through arc-swap, so a thread registering
 //! while the view unloads uses a descriptor that stays open until it is done
 //! (and then updates a map nobody reads). At thread exit the state's
-//! destructor removes the registration before freeing the table, so the
-//! programs never read freed memory through a live registration.
+//! destructor removes the registration, then gives its table back.
 //!
 //! Only the owning thread writes its table and its cell, and the programs
 //! read them from that thread's own context (its io_uring_enter, its
 //! switch-out), after the writes in program order: no synchronisation is
-//! needed beyond the syscall boundary.
+//! needed beyond the syscall boundary. A table's address stays valid after
+//! its load is gone (see [`Region`]), so a thread that wrote to it just as
+//! the view unloaded wrote to memory nobody reads.
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use ferrite_obs_bpf::{SLOTS, Slot, ThreadRegistration};
 
+use super::mapped::Region;
+
+type Table = [Slot; SLOTS];
+
 /// The generation of the loaded kernel view; 0 while none is loaded.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
-/// The `threads` map of the loaded kernel view.
+/// The `threads` map and slot tables of the loaded kernel view.
 static REGISTRAR: ArcSwapOption<Registrar> = ArcSwapOption::const_empty();
+/// Where the slot tables are mapped.
+static TABLES: Region = Region::new();
 
-#[derive(Debug)]
 struct Registrar {
     threads_map: OwnedFd,
     generation: u32,
+    /// The first table (`tables` of them follow), as a number: the range
+    /// stays mapped for the life of the process.
+    base: usize,
+    tables: u32,
+    /// Tables never handed out start at `fresh`; `returned` were given back.
+    free: Mutex<Free>,
+    /// Threads that tagged an SQE but found every table taken.
+    refused: AtomicU64,
+}
+
+struct Free {
+    fresh: u32,
+    returned: Vec<u32>,
+}
+
+impl Registrar {
+    /// A table for a thread, zeroed, or `None` when all are taken.
+    fn take_table(&self) -> Option<(u32, *mut Table)> {
+        let index = {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            match free.returned.pop() {
+                Some(index) => index,
+                None if free.fresh < self.tables => {
+                    free.fresh += 1;
+                    free.fresh - 1
+                }
+                None => return None,
+            }
+        };
+        let table = (self.base as *mut Table).wrapping_add(index as usize);
+        // SAFETY: `index` is below `tables`, so the table lies in the mapped
+        // range, and no registration names it (a thread gives its table
+        // back after removing its registration), so nothing reads it now.
+        unsafe { std::ptr::write_bytes(table, 0, 1) };
+        Some((index, table))
+    }
+
+    fn give_back(&self, index: u32) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.returned.push(index);
+    }
 }
 
 /// A new generation for the next load: the programs get it as a load-time
@@ -45,19 +97,37 @@ pub(super) fn reserve_generation() -> u32 {
     NEXT_GENERATION.fetch_add(1, Ordering::Relaxed) as u32
 }
 
-/// Starts registering threads into `threads_map` under `generation`.
-pub(super) fn install(threads_map: OwnedFd, generation: u32) {
+/// Maps the `tables` slot tables of the `slots` array and starts
+/// registering threads into `threads_map` under `generation`.
+pub(super) fn install(
+    threads_map: OwnedFd,
+    generation: u32,
+    slots: BorrowedFd<'_>,
+    tables: u32,
+) -> io::Result<()> {
+    let bytes = tables as usize * std::mem::size_of::<Table>();
+    let mut base = 0;
+    TABLES.install(slots, bytes, generation, |address| base = address as usize)?;
     REGISTRAR.store(Some(Arc::new(Registrar {
         threads_map,
         generation,
+        base,
+        tables,
+        free: Mutex::new(Free {
+            fresh: 0,
+            returned: Vec::new(),
+        }),
+        refused: AtomicU64::new(0),
     })));
     GENERATION.store(u64::from(generation), Ordering::Release);
+    Ok(())
 }
 
-/// Stops registering threads into the map of load `generation` and closes
-/// it (once no thread is using it). A later load that has installed itself
-/// meanwhile (a runtime dropped without `shutdown` unloads in the
-/// background, possibly after the next one started) is left alone.
+/// Stops registering threads into the map of load `generation`, closes it
+/// (once no thread is using it) and releases its slot tables. A later load
+/// that has installed itself meanwhile (a runtime dropped without
+/// `shutdown` unloads in the background, possibly after the next one
+/// started) is left alone.
 pub(super) fn uninstall(generation: u32) {
     let _ = GENERATION.compare_exchange(
         u64::from(generation),
@@ -69,16 +139,28 @@ pub(super) fn uninstall(generation: u32) {
     if current.as_ref().is_some_and(|r| r.generation == generation) {
         REGISTRAR.compare_and_swap(&*current, None);
     }
+    TABLES.retire(generation, || {});
+}
+
+/// Threads that tagged SQEs under the loaded view but found every slot
+/// table taken: their SQEs count as unattributed.
+pub(super) fn refused() -> u64 {
+    REGISTRAR
+        .load()
+        .as_ref()
+        .map_or(0, |registrar| registrar.refused.load(Ordering::Relaxed))
 }
 
 /// A thread's attribution state.
 struct ThreadState {
     /// The generation this thread registered under; 0: none.
     registered: Cell<u64>,
-    /// Whether the registration includes the slot table.
-    registered_slots: Cell<bool>,
-    /// The slot table, allocated on the first tag; null until then.
-    slots: Cell<*mut [Slot; SLOTS]>,
+    /// The thread's slot table and its index, valid under `table_generation`.
+    table: Cell<*mut Table>,
+    table_index: Cell<u32>,
+    table_generation: Cell<u64>,
+    /// The generation under which no table was left for this thread.
+    refused: Cell<u64>,
     /// The sequence number of the next slot written. The programs keep the
     /// last one they read in the thread's registration (reset to 0 by every
     /// registration), so it starts at 1.
@@ -89,8 +171,10 @@ thread_local! {
     static THREAD: ThreadState = const {
         ThreadState {
             registered: Cell::new(0),
-            registered_slots: Cell::new(false),
-            slots: Cell::new(std::ptr::null_mut()),
+            table: Cell::new(std::ptr::null_mut()),
+            table_index: Cell::new(0),
+            table_generation: Cell::new(0),
+            refused: Cell::new(0),
             seq: Cell::new(1),
         }
     };
@@ -108,7 +192,7 @@ pub(super) fn enter_command() -> Option<u64> {
     THREAD
         .try_with(|state| {
             if state.registered.get() != generation {
-                state.register(generation);
+                state.register(generation, false);
             }
             state.seq.get()
         })
@@ -135,20 +219,21 @@ pub(super) fn tag_as(user_data: u64, command: u64, kind: u32, since: u64) {
         return;
     }
     let _ = THREAD.try_with(|state| {
-        let table = state.table();
-        if state.registered.get() != generation || !state.registered_slots.get() {
-            state.register(generation);
+        if !state.ready(generation) {
+            if state.refused.get() == generation {
+                return;
+            }
+            state.register(generation, true);
+            // Unregistered (the map refused the thread) or no table left:
+            // the SQE counts as unattributed.
+            if !state.ready(generation) {
+                return;
+            }
         }
-        // Unregistered (the map refused the thread): a slot written now
-        // would be trusted once a later registration succeeds, for an SQE
-        // the kernel never read it for. Generation 0 is never trusted.
-        let generation = if state.registered.get() == generation && state.registered_slots.get() {
-            generation
-        } else {
-            0
-        };
-        // SAFETY: `table` is this thread's own allocation, alive until the
-        // thread-local is destroyed, and only this thread touches it here.
+        let table = state.table.get();
+        // SAFETY: `table` is this thread's table of this generation's
+        // mapped array, whose range stays mapped for the life of the
+        // process; only this thread writes it.
         let slot = unsafe { &mut (*table)[(user_data as usize) & (SLOTS - 1)] };
         if slot.user_data == user_data && slot.seq >= since {
             return;
@@ -166,25 +251,43 @@ pub(super) fn tag_as(user_data: u64, command: u64, kind: u32, since: u64) {
 }
 
 impl ThreadState {
-    /// The slot table, allocated on first use.
-    fn table(&self) -> *mut [Slot; SLOTS] {
-        let table = self.slots.get();
-        if !table.is_null() {
-            return table;
-        }
-        let table = Box::into_raw(Box::new([Slot::default(); SLOTS]));
-        self.slots.set(table);
-        table
+    /// Whether the thread is registered under `generation` with a table.
+    #[inline(always)]
+    fn ready(&self, generation: u64) -> bool {
+        self.registered.get() == generation && self.table_generation.get() == generation
     }
 
+    /// Registers the thread under `generation`, with its table, taking one
+    /// first if `want_table` and it has none of this generation.
     #[cold]
     #[inline(never)]
-    fn register(&self, generation: u64) {
+    fn register(&self, generation: u64, want_table: bool) {
         let Some(registrar) = REGISTRAR.load_full() else {
             return;
         };
+        if u64::from(registrar.generation) != generation {
+            return;
+        }
+        if want_table && self.table_generation.get() != generation {
+            match registrar.take_table() {
+                Some((index, table)) => {
+                    self.table.set(table);
+                    self.table_index.set(index);
+                    self.table_generation.set(generation);
+                }
+                None => {
+                    self.refused.set(generation);
+                    registrar.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let table = if self.table_generation.get() == generation {
+            u64::from(self.table_index.get()) + 1
+        } else {
+            0
+        };
         let registration = ThreadRegistration {
-            slots: self.slots.get() as u64,
+            table,
             current: crate::command::current_cell_address(),
             last_seq: 0,
         };
@@ -192,22 +295,22 @@ impl ThreadState {
         // requests count as unattributed, and the next poll tries again.
         if update(&registrar.threads_map, gettid(), &registration) {
             self.registered.set(generation);
-            self.registered_slots.set(registration.slots != 0);
         }
     }
 }
 
 impl Drop for ThreadState {
     fn drop(&mut self) {
-        if self.registered.get() != 0
-            && let Some(registrar) = REGISTRAR.load_full()
-        {
+        let Some(registrar) = REGISTRAR.load_full() else {
+            return;
+        };
+        let generation = u64::from(registrar.generation);
+        if self.registered.get() == generation {
             delete(&registrar.threads_map, gettid());
         }
-        let table = self.slots.replace(std::ptr::null_mut());
-        if !table.is_null() {
-            // SAFETY: allocated by `Box::into_raw` in `table`, freed once.
-            drop(unsafe { Box::from_raw(table) });
+        // After the registration is gone: no program reads the table now.
+        if self.table_generation.get() == generation {
+            registrar.give_back(self.table_index.get());
         }
     }
 }
