@@ -50,6 +50,14 @@ struct {
 	__type(value, struct fo_thread);
 } threads SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FO_REGISTRATIONS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct fo_registration);
+} registrations SEC(".maps");
+
 /*
  * In-flight requests, found by kernel request address: first in
  * `inflight_table`, direct-mapped (entry `(req >> FO_INFLIGHT_SHIFT) &
@@ -231,6 +239,17 @@ static __always_inline struct fo_command *command_of(__u64 command)
 	return 0;
 }
 
+/* Thread `tid`'s registration: its entry of `registrations` if it holds
+ * it, else its `threads` entry, or NULL. */
+static __always_inline struct fo_thread *thread_of(__u32 tid)
+{
+	__u32 index = tid & (FO_REGISTRATIONS - 1);
+	struct fo_registration *entry = bpf_map_lookup_elem(&registrations, &index);
+	if (entry && entry->tid == tid)
+		return &entry->thread;
+	return bpf_map_lookup_elem(&threads, &tid);
+}
+
 /* The entry of `inflight_table` where request `req` would be. */
 static __always_inline struct fo_inflight *table_entry(__u64 req)
 {
@@ -255,7 +274,7 @@ static __always_inline struct fo_inflight *find_inflight(__u64 req, int *in_tabl
  * thread's slot table says, or 0; consumes the slot (see struct fo_slot). */
 static __always_inline __u64 consume_slot(__u32 tid, __u64 user_data, __u32 *kind)
 {
-	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &tid);
+	struct fo_thread *thread = thread_of(tid);
 	if (!thread || !thread->table)
 		return 0;
 	__u32 index = (__u32)(thread->table - 1) * FO_SLOTS + ((__u32)user_data & (FO_SLOTS - 1));
@@ -513,7 +532,7 @@ int fo_switch(__u64 *args)
 	__u32 prev;
 	if (!current_target(&prev))
 		return 0;
-	struct fo_thread *thread = bpf_map_lookup_elem(&threads, &prev);
+	struct fo_thread *thread = thread_of(prev);
 	if (!thread || !thread->current)
 		return 0;
 	struct fo_current current;

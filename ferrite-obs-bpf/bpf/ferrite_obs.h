@@ -67,6 +67,22 @@ struct fo_thread {
 			   a registration (userspace) resets it to 0 */
 };
 
+/* Map `registrations`: registrations direct-mapped by thread id, an array
+ * the host maps into its memory. Thread `t` owns entry
+ * `t & (FO_REGISTRATIONS - 1)` when it claims it (its `tid` 0 -> t, with an
+ * atomic compare-and-swap, then the registration written with plain
+ * stores) and releases it at exit (`tid` back to 0). A thread whose entry
+ * another holds registers in the `threads` hash instead. The programs look
+ * in the array first: an array lookup, no hashing, no system call to
+ * register. */
+#define FO_REGISTRATION_BITS 12
+#define FO_REGISTRATIONS (1u << FO_REGISTRATION_BITS)
+struct fo_registration {
+	struct fo_thread thread;
+	__u32 tid; /* the owner; 0: free */
+	__u32 _pad;
+};
+
 /* ---- kernel-side state */
 
 /* A submitted, not yet completed request of the process, in the array

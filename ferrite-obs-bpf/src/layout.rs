@@ -56,6 +56,26 @@ pub struct ThreadRegistration {
     pub last_seq: u64,
 }
 
+/// Bits of a `registrations` index.
+pub const REGISTRATION_BITS: u32 = 12;
+/// Entries of the `registrations` array: thread `t` may own entry
+/// `t & (REGISTRATIONS - 1)`.
+pub const REGISTRATIONS: usize = 1 << REGISTRATION_BITS;
+
+/// An entry of the `registrations` array (`struct fo_registration`), which
+/// the host maps into its memory: a thread's registration, direct-mapped by
+/// thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// The registration.
+    pub thread: ThreadRegistration,
+    /// The thread that owns the entry; 0: free.
+    pub tid: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
 /// Value of the `inflight` map (`struct fo_inflight`), keyed by the kernel's
 /// request address.
 #[repr(C)]
@@ -400,6 +420,7 @@ mod pod {
         Slot,
         Current,
         ThreadRegistration,
+        Registration,
         Inflight,
         IoKey,
         IoStats,

@@ -26,6 +26,7 @@ fn facts() -> Vec<(String, usize)> {
         fo_slot = Slot { user_data = user_data, command = command, seq = seq, kind = kind, generation = generation }
         fo_current = Current { command = command, kind = kind }
         fo_thread = ThreadRegistration { table = table, current = current, last_seq = last_seq }
+        fo_registration = Registration { thread = thread, tid = tid, _pad = _pad }
         fo_inflight = Inflight {
             req = req, command = command, submit_ns = submit_ns, ctx = ctx, kind = kind, tid = tid,
             opcode = opcode, punted = punted, _pad = _pad,
@@ -51,6 +52,8 @@ fn facts() -> Vec<(String, usize)> {
     facts.push(("FO_SLOT_BITS".into(), SLOT_BITS as usize));
     facts.push(("FO_SLOTS".into(), SLOTS));
     facts.push(("FO_INFLIGHT_SHIFT".into(), INFLIGHT_SHIFT as usize));
+    facts.push(("FO_REGISTRATION_BITS".into(), REGISTRATION_BITS as usize));
+    facts.push(("FO_REGISTRATIONS".into(), REGISTRATIONS));
     facts.push(("FO_COMMAND_BITS".into(), COMMAND_BITS as usize));
     facts.push(("FO_COMMAND_SLOTS".into(), COMMAND_SLOTS));
     facts.push(("FO_LOG2_BUCKETS".into(), LOG2_BUCKETS));

@@ -677,6 +677,102 @@ fn a_thread_without_a_slot_table_is_counted_and_unattributed() {
     shutdown(handle);
 }
 
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// Two threads whose registrations map to the same entry of the
+/// `registrations` array (thread ids equal modulo its size): the second
+/// registers in the `threads` hash instead, and both are attributed.
+#[test]
+fn threads_whose_registrations_collide_are_both_attributed() {
+    const REGISTRATIONS: u32 = ferrite_obs_bpf::REGISTRATIONS as u32;
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(handle) = start("threads_whose_registrations_collide_are_both_attributed") else {
+        return;
+    };
+    let before = handle.snapshot().kernel.clone().unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("ferrite-obs-collide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    const CALLS: u64 = 10;
+    let run = |dir: &std::path::Path, index: usize| {
+        let mut worker = Worker::new(dir, index);
+        for n in 0..CALLS {
+            read3(&mut worker, n);
+        }
+        worker.submit_all();
+    };
+
+    // The first thread registers (in the array) as it tags its SQEs, and
+    // enters its ring only once the colliding thread has run: its requests
+    // are attributed only if its registration is still its own.
+    let (registered, first_registered) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let first = std::thread::spawn({
+        let dir = dir.clone();
+        move || {
+            let mut worker = Worker::new(&dir, 0);
+            for n in 0..CALLS {
+                read3(&mut worker, n);
+            }
+            registered.send(gettid()).unwrap();
+            let _ = released.recv();
+            worker.submit_all();
+        }
+    });
+    let first_tid = first_registered.recv().unwrap();
+    // Thread ids are handed out in sequence: spawn short-lived threads
+    // until one collides with the first, then let it run.
+    let mut spawned = 0;
+    let collided = loop {
+        assert!(
+            spawned < 8 * REGISTRATIONS,
+            "no thread id equal to {first_tid} modulo {REGISTRATIONS} after {spawned} threads"
+        );
+        spawned += 1;
+        let dir = dir.clone();
+        let candidate = std::thread::spawn(move || {
+            let tid = gettid();
+            let collides = tid != first_tid && tid % REGISTRATIONS == first_tid % REGISTRATIONS;
+            if collides {
+                run(&dir, 1);
+            }
+            collides.then_some(tid)
+        })
+        .join()
+        .unwrap();
+        if let Some(tid) = candidate {
+            break tid;
+        }
+    };
+    release.send(()).unwrap();
+    first.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let attributed = 2 * 3 * CALLS;
+    let kernel = wait_for(&handle, "every completion", |k| {
+        k.counters.attributed - before.counters.attributed >= attributed
+            && k.counters.completed >= k.counters.submitted
+    });
+    let reads = |k: &KernelSnapshot| {
+        ops_by_command(k)
+            .get(&(Some("READ3"), OP_READ))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        reads(&kernel) - reads(&before),
+        attributed,
+        "threads {first_tid} and {collided}: every read attributed"
+    );
+    assert_eq!(
+        kernel.counters.unattributed, before.counters.unattributed,
+        "nothing unattributed"
+    );
+    shutdown(handle);
+}
+
 #[probe(command, name = "SLEEPY", skip_all)]
 fn sleepy(sleep: Duration) {
     std::thread::sleep(sleep);

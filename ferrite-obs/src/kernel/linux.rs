@@ -245,6 +245,8 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     let commands = array(&commands, "commands")?;
     let slots = take(&mut ebpf, "slots")?;
     let slots = array(&slots, "slots")?;
+    let registrations = take(&mut ebpf, "registrations")?;
+    let registrations = array(&registrations, "registrations")?;
     let threads_map = take(&mut ebpf, "threads")?;
     let threads_fd = duplicate(&threads_map)?;
     let loaded = Loaded {
@@ -262,11 +264,21 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     drop(threads_map);
     // The last steps that can fail: mapping the arrays the host shares.
     super::commands::install(commands.fd().as_fd(), generation)
-        .map_err(|e| mapping_failure("commands", &e))?;
+        .map_err(|e| mapping_failure("the `commands` array", &e))?;
     let tables = config.ebpf.slot_tables;
-    if let Err(e) = super::threads::install(threads_fd, generation, slots.fd().as_fd(), tables) {
+    let installed = super::threads::install(
+        threads_fd,
+        generation,
+        slots.fd().as_fd(),
+        tables,
+        registrations.fd().as_fd(),
+    );
+    if let Err(e) = installed {
         super::commands::retire(generation);
-        return Err(mapping_failure("slots", &e));
+        return Err(mapping_failure(
+            "the `slots` and `registrations` arrays",
+            &e,
+        ));
     }
     Ok(loaded)
 }
@@ -283,10 +295,10 @@ fn array<'a>(map: &'a aya::maps::Map, name: &str) -> Result<&'a MapData, Failure
     }
 }
 
-fn mapping_failure(name: &str, error: &io::Error) -> Failure {
+fn mapping_failure(what: &str, error: &io::Error) -> Failure {
     Failure {
         step: LoadStep::CreateMaps,
-        error: format!("mapping the `{name}` array into memory: {error}"),
+        error: format!("mapping {what} into memory: {error}"),
         fix: "the kernel view needs BPF_F_MMAPABLE arrays (Linux 5.5 or later)".to_owned(),
     }
 }

@@ -1,13 +1,16 @@
 //! Per-thread attribution state the kernel programs read: each thread's slot
 //! table (user_data -> command, written by [`tag_as`]) and its
-//! current-command cell, registered in the `threads` map.
+//! current-command cell, registered in the `registrations` array (mapped
+//! into the process, direct-mapped by thread id) or, when another thread
+//! holds its entry there, in the `threads` map.
 //!
 //! Protocol. While a kernel view is loaded, [`GENERATION`] holds its non-zero
 //! generation and [`REGISTRAR`] the descriptor of its `threads` map and its
 //! slot tables: the `slots` array, mapped into the process (a
 //! [`Region`]), one table of `SLOTS` entries per thread that tags SQEs. A
-//! thread registers itself (one `bpf(BPF_MAP_UPDATE_ELEM)`) the first time
-//! it enters a command's poll or tags an SQE under a generation, taking a
+//! thread registers itself (a few stores into its `registrations` entry,
+//! or one `bpf(BPF_MAP_UPDATE_ELEM)` of `threads`) the first time it enters
+//! a command's poll or tags an SQE under a generation, taking a
 //! table (zeroed) the first time it tags, and notes that generation, so the
 //! hot path is one relaxed load and a compare. A thread writes no slot while
 //! unregistered or without a table: its SQEs count as unattributed. The
@@ -26,11 +29,11 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use ferrite_obs_bpf::{SLOTS, Slot, ThreadRegistration};
+use ferrite_obs_bpf::{REGISTRATIONS, Registration, SLOTS, Slot, ThreadRegistration};
 
 use super::mapped::Region;
 
@@ -41,8 +44,21 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// The `threads` map and slot tables of the loaded kernel view.
 static REGISTRAR: ArcSwapOption<Registrar> = ArcSwapOption::const_empty();
-/// Where the slot tables are mapped.
+/// Where the slot tables and the registrations are mapped.
 static TABLES: Region = Region::new();
+static REGISTRATION_ARRAY: Region = Region::new();
+
+/// `struct fo_registration` as shared memory: the programs write `last_seq`.
+#[repr(C)]
+struct Entry {
+    table: AtomicU64,
+    current: AtomicU64,
+    last_seq: AtomicU64,
+    tid: AtomicU32,
+    _pad: u32,
+}
+
+const _: () = assert!(size_of::<Entry>() == size_of::<Registration>());
 
 struct Registrar {
     threads_map: OwnedFd,
@@ -51,6 +67,8 @@ struct Registrar {
     /// stays mapped for the life of the process.
     base: usize,
     tables: u32,
+    /// The `registrations` array, as a number (mapped for good, as `base`).
+    registrations: usize,
     /// Tables never handed out start at `fresh`; `returned` were given back.
     free: Mutex<Free>,
     /// Threads that tagged an SQE but found every table taken.
@@ -84,6 +102,23 @@ impl Registrar {
         Some((index, table))
     }
 
+    /// Thread `tid`'s entry of `registrations`, if it is free or already
+    /// the thread's; claimed for it.
+    fn claim(&self, tid: u32) -> Option<&Entry> {
+        let index = tid as usize & (REGISTRATIONS - 1);
+        // SAFETY: `index` is below REGISTRATIONS, the array's length, and
+        // its range stays mapped for the life of the process.
+        let entry = unsafe { &*(self.registrations as *const Entry).add(index) };
+        match entry
+            .tid
+            .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Some(entry),
+            Err(owner) if owner == tid => Some(entry),
+            Err(_) => None,
+        }
+    }
+
     fn give_back(&self, index: u32) {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         free.returned.push(index);
@@ -97,22 +132,34 @@ pub(super) fn reserve_generation() -> u32 {
     NEXT_GENERATION.fetch_add(1, Ordering::Relaxed) as u32
 }
 
-/// Maps the `tables` slot tables of the `slots` array and starts
-/// registering threads into `threads_map` under `generation`.
+/// Maps the `tables` slot tables of the `slots` array and the
+/// `registrations` array, and starts registering threads under
+/// `generation`.
 pub(super) fn install(
     threads_map: OwnedFd,
     generation: u32,
     slots: BorrowedFd<'_>,
     tables: u32,
+    registrations_map: BorrowedFd<'_>,
 ) -> io::Result<()> {
     let bytes = tables as usize * std::mem::size_of::<Table>();
     let mut base = 0;
     TABLES.install(slots, bytes, generation, |address| base = address as usize)?;
+    let bytes = REGISTRATIONS * std::mem::size_of::<Entry>();
+    let mut registrations = 0;
+    let mapped = REGISTRATION_ARRAY.install(registrations_map, bytes, generation, |address| {
+        registrations = address as usize;
+    });
+    if let Err(e) = mapped {
+        TABLES.retire(generation, || {});
+        return Err(e);
+    }
     REGISTRAR.store(Some(Arc::new(Registrar {
         threads_map,
         generation,
         base,
         tables,
+        registrations,
         free: Mutex::new(Free {
             fresh: 0,
             returned: Vec::new(),
@@ -140,6 +187,7 @@ pub(super) fn uninstall(generation: u32) {
         REGISTRAR.compare_and_swap(&*current, None);
     }
     TABLES.retire(generation, || {});
+    REGISTRATION_ARRAY.retire(generation, || {});
 }
 
 /// Threads that tagged SQEs under the loaded view but found every slot
@@ -153,8 +201,11 @@ pub(super) fn refused() -> u64 {
 
 /// A thread's attribution state.
 struct ThreadState {
-    /// The generation this thread registered under; 0: none.
+    /// The generation this thread registered under; 0: none. Under it, the
+    /// registration is in `registrations` if `claimed` is that generation,
+    /// in `threads` otherwise.
     registered: Cell<u64>,
+    claimed: Cell<u64>,
     /// The thread's slot table and its index, valid under `table_generation`.
     table: Cell<*mut Table>,
     table_index: Cell<u32>,
@@ -171,6 +222,7 @@ thread_local! {
     static THREAD: ThreadState = const {
         ThreadState {
             registered: Cell::new(0),
+            claimed: Cell::new(0),
             table: Cell::new(std::ptr::null_mut()),
             table_index: Cell::new(0),
             table_generation: Cell::new(0),
@@ -291,9 +343,22 @@ impl ThreadState {
             current: crate::command::current_cell_address(),
             last_seq: 0,
         };
+        let tid = gettid();
+        // The thread's entry of `registrations`, unless another thread holds
+        // it, or this one registered in `threads` already under this load
+        // (it stays there: the programs look in the array first).
+        let in_threads = self.registered.get() == generation && self.claimed.get() != generation;
+        if !in_threads && let Some(entry) = registrar.claim(tid) {
+            entry.table.store(registration.table, Ordering::Relaxed);
+            entry.current.store(registration.current, Ordering::Relaxed);
+            entry.last_seq.store(0, Ordering::Relaxed);
+            self.claimed.set(generation);
+            self.registered.set(generation);
+            return;
+        }
         // A failed update (map full) leaves the thread unregistered: its
         // requests count as unattributed, and the next poll tries again.
-        if update(&registrar.threads_map, gettid(), &registration) {
+        if update(&registrar.threads_map, tid, &registration) {
             self.registered.set(generation);
         }
     }
@@ -306,7 +371,16 @@ impl Drop for ThreadState {
         };
         let generation = u64::from(registrar.generation);
         if self.registered.get() == generation {
-            delete(&registrar.threads_map, gettid());
+            let tid = gettid();
+            if self.claimed.get() == generation {
+                if let Some(entry) = registrar.claim(tid) {
+                    entry.table.store(0, Ordering::Relaxed);
+                    entry.current.store(0, Ordering::Relaxed);
+                    entry.tid.store(0, Ordering::Release);
+                }
+            } else {
+                delete(&registrar.threads_map, tid);
+            }
         }
         // After the registration is gone: no program reads the table now.
         if self.table_generation.get() == generation {
