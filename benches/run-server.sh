@@ -61,34 +61,41 @@ TOML
     wait "$pid" 2>/dev/null || true
 }
 
+# Each round runs the three cases in a rotated order (so none is always
+# first or last), its lines prefixed with the round.
 results="$work/results.csv"
+cases=("bare $BARE false false" "ebpf-off $INSTRUMENTED true false"
+    "ebpf-on $INSTRUMENTED true true")
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS" >&2
-    run bare "$BARE" false false >>"$results"
-    run ebpf-off "$INSTRUMENTED" true false >>"$results"
-    run ebpf-on "$INSTRUMENTED" true true >>"$results"
+    for i in 0 1 2; do
+        # shellcheck disable=SC2086 # the case's words are its arguments
+        run ${cases[$(((round + i) % 3))]} | sed "s/^/$round,/" >>"$results"
+    done
 done
 
-# case,"test","rps","avg","min","p50","p95","p99","max"
+# round,case,"test","rps","avg","min","p50","p95","p99","max". The ratios
+# to bare are the medians of each round's ratio to that round's bare run:
+# the machine's drift between rounds cancels out of them.
 python3 - "$results" <<'PY'
 import csv, statistics, sys
 rows = {}
-for case, test, rps, avg, mn, p50, p95, p99, mx in csv.reader(open(sys.argv[1])):
-    rows.setdefault((case, test), []).append((float(rps), float(p50), float(p99)))
+for rnd, case, test, rps, avg, mn, p50, p95, p99, mx in csv.reader(open(sys.argv[1])):
+    rows[(case, test, rnd)] = (float(rps), float(p50), float(p99))
+rounds = sorted({key[2] for key in rows})
 print("| case | test | requests/s (median) | x bare | p50 ms | x bare | p99 ms | x bare |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 for test in ("SET", "GET"):
-    base = None
     for case in ("bare", "ebpf-off", "ebpf-on"):
-        runs = rows.get((case, test), [])
-        if not runs:
+        paired = [(rows[(case, test, r)], rows[("bare", test, r)]) for r in rounds
+                  if (case, test, r) in rows and ("bare", test, r) in rows]
+        if not paired:
             continue
-        rps = statistics.median(r[0] for r in runs)
-        p50 = statistics.median(r[1] for r in runs)
-        p99 = statistics.median(r[2] for r in runs)
-        base = base or (rps, p50, p99)
-        print(f"| {case} | {test} | {rps:,.0f} | {rps / base[0]:.3f} | {p50:.3f} | {p50 / base[1]:.2f} | {p99:.3f} | {p99 / base[2]:.2f} |")
-print("\ntargets: instrumented >= 0.98 of bare throughput with eBPF off, >= 0.95 with eBPF on")
+        median = lambda i: statistics.median(run[i] for run, _ in paired)
+        ratio = lambda i: statistics.median(run[i] / bare[i] for run, bare in paired)
+        print(f"| {case} | {test} | {median(0):,.0f} | {ratio(0):.3f} | {median(1):.3f} | {ratio(1):.2f} | {median(2):.3f} | {ratio(2):.2f} |")
+print("\nratios: the median over rounds of each round's figure over its bare run's")
+print("targets: instrumented >= 0.98 of bare throughput with eBPF off, >= 0.95 with eBPF on")
 PY
 
 # One more run of each, whole reports: their latency distributions, side by

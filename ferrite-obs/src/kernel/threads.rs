@@ -14,10 +14,11 @@
 //! table (zeroed) the first time it tags, and notes that generation, so the
 //! hot path is one relaxed load and a compare. A thread writes no slot while
 //! unregistered or without a table: its SQEs count as unattributed. The
-//! registrar is an `Arc` loaded through arc-swap, so a thread registering
-//! while the view unloads uses a descriptor that stays open until it is done
-//! (and then updates a map nobody reads). At thread exit the state's
-//! destructor removes the registration, then gives its table back.
+//! registrar is read under [`WRITING`], shared by registering threads and
+//! taken exclusively to install or uninstall a load, so a thread never
+//! writes a registration or zeroes a table of a load that is gone (whose
+//! address range the next load may have reused). At thread exit the
+//! state's destructor removes the registration, then gives its table back.
 //!
 //! Only the owning thread writes its table and its cell, and the programs
 //! read them from that thread's own context (its io_uring_enter, its
@@ -30,7 +31,7 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwapOption;
 use ferrite_obs_bpf::{REGISTRATIONS, Registration, SLOTS, Slot, ThreadRegistration};
@@ -44,6 +45,12 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// The `threads` map and slot tables of the loaded kernel view.
 static REGISTRAR: ArcSwapOption<Registrar> = ArcSwapOption::const_empty();
+/// Held (shared) by a thread while it writes its registration or takes or
+/// gives back a table, and (exclusive) while a load is installed or
+/// uninstalled: a thread that loaded an unloading view's registrar cannot
+/// write into that view's arrays after the next load has been mapped in
+/// their place.
+static WRITING: RwLock<()> = RwLock::new(());
 /// Where the slot tables and the registrations are mapped.
 static TABLES: Region = Region::new();
 static REGISTRATION_ARRAY: Region = Region::new();
@@ -154,6 +161,7 @@ pub(super) fn install(
         TABLES.retire(generation, || {});
         return Err(e);
     }
+    let _writing = WRITING.write().unwrap_or_else(|e| e.into_inner());
     REGISTRAR.store(Some(Arc::new(Registrar {
         threads_map,
         generation,
@@ -176,6 +184,7 @@ pub(super) fn install(
 /// `shutdown` unloads in the background, possibly after the next one
 /// started) is left alone.
 pub(super) fn uninstall(generation: u32) {
+    let _writing = WRITING.write().unwrap_or_else(|e| e.into_inner());
     let _ = GENERATION.compare_exchange(
         u64::from(generation),
         0,
@@ -314,6 +323,7 @@ impl ThreadState {
     #[cold]
     #[inline(never)]
     fn register(&self, generation: u64, want_table: bool) {
+        let _writing = WRITING.read().unwrap_or_else(|e| e.into_inner());
         let Some(registrar) = REGISTRAR.load_full() else {
             return;
         };
@@ -366,6 +376,7 @@ impl ThreadState {
 
 impl Drop for ThreadState {
     fn drop(&mut self) {
+        let _writing = WRITING.read().unwrap_or_else(|e| e.into_inner());
         let Some(registrar) = REGISTRAR.load_full() else {
             return;
         };
