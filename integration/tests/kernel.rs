@@ -195,6 +195,16 @@ fn read3(worker: &mut Worker, n: u64) {
     }
 }
 
+/// A worker of `dir` that has pushed (and tagged) the reads of `calls`
+/// READ3 commands, not yet entered.
+fn read3_pushed(dir: &std::path::Path, index: usize, calls: u64) -> Worker {
+    let mut worker = Worker::new(dir, index);
+    for n in 0..calls {
+        read3(&mut worker, n);
+    }
+    worker
+}
+
 #[probe(command, name = "WRITE2_FSYNC", skip_all)]
 fn write2_fsync(worker: &mut Worker, n: u64) {
     worker.write(n % 256);
@@ -610,13 +620,7 @@ fn a_thread_without_a_slot_table_is_counted_and_unattributed() {
     let dir = std::env::temp_dir().join(format!("ferrite-obs-tables-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     const CALLS: u64 = 10;
-    let run = |dir: std::path::PathBuf, index: usize| {
-        let mut worker = Worker::new(&dir, index);
-        for n in 0..CALLS {
-            read3(&mut worker, n);
-        }
-        worker.submit_all();
-    };
+    let run = |dir: std::path::PathBuf, index: usize| read3_pushed(&dir, index, CALLS).submit_all();
 
     // The first thread takes the only table and keeps it (it stays alive)
     // while the second runs.
@@ -696,13 +700,6 @@ fn threads_whose_registrations_collide_are_both_attributed() {
     let dir = std::env::temp_dir().join(format!("ferrite-obs-collide-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     const CALLS: u64 = 10;
-    let run = |dir: &std::path::Path, index: usize| {
-        let mut worker = Worker::new(dir, index);
-        for n in 0..CALLS {
-            read3(&mut worker, n);
-        }
-        worker.submit_all();
-    };
 
     // The first thread registers (in the array) as it tags its SQEs, and
     // enters its ring only once the colliding thread has run: its requests
@@ -712,10 +709,7 @@ fn threads_whose_registrations_collide_are_both_attributed() {
     let first = std::thread::spawn({
         let dir = dir.clone();
         move || {
-            let mut worker = Worker::new(&dir, 0);
-            for n in 0..CALLS {
-                read3(&mut worker, n);
-            }
+            let mut worker = read3_pushed(&dir, 0, CALLS);
             registered.send(gettid()).unwrap();
             let _ = released.recv();
             worker.submit_all();
@@ -736,7 +730,7 @@ fn threads_whose_registrations_collide_are_both_attributed() {
             let tid = gettid();
             let collides = tid != first_tid && tid % REGISTRATIONS == first_tid % REGISTRATIONS;
             if collides {
-                run(&dir, 1);
+                read3_pushed(&dir, 1, CALLS).submit_all();
             }
             collides.then_some(tid)
         })
