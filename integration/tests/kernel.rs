@@ -846,22 +846,46 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
     shutdown(handle);
 }
 
-/// `(id, name)` of every loaded ferrite-obs program, as `bpftool` lists
-/// them (ids are never reused while the system runs).
-fn fo_programs() -> Vec<(u32, String)> {
+/// The maps of the kernel view's object, by name.
+const FO_MAPS: [&str; 11] = [
+    "slots",
+    "threads",
+    "registrations",
+    "inflight_table",
+    "inflight",
+    "io_stats",
+    "offcpu",
+    "commands",
+    "switched_out",
+    "counters",
+    "events",
+];
+
+/// `(id, name)` of every loaded BPF object of `kind` (`prog` or `map`)
+/// whose name `ours` accepts, as `bpftool` lists them (ids are never reused
+/// while the system runs).
+fn bpf_objects(kind: &str, ours: impl Fn(&str) -> bool) -> Vec<(u32, String)> {
     let out = Command::new("bpftool")
-        .args(["prog", "show"])
+        .args([kind, "show"])
         .output()
         .expect("bpftool runs (apt-get install bpftool)");
-    assert!(out.status.success(), "bpftool prog show: {out:?}");
+    assert!(out.status.success(), "bpftool {kind} show: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
             let id = l.split(':').next()?.trim().parse().ok()?;
             let name = l.split_whitespace().skip_while(|w| *w != "name").nth(1)?;
-            name.starts_with("fo_").then(|| (id, name.to_owned()))
+            ours(name).then(|| (id, name.to_owned()))
         })
         .collect()
+}
+
+fn fo_programs() -> Vec<(u32, String)> {
+    bpf_objects("prog", |name| name.starts_with("fo_"))
+}
+
+fn fo_maps() -> Vec<(u32, String)> {
+    bpf_objects("map", |name| FO_MAPS.contains(&name))
 }
 
 #[test]
@@ -870,9 +894,23 @@ fn shutdown_detaches_every_program() {
     // Programs of an earlier load may still be on their way out (the
     // kernel frees them after an RCU grace period): ours are the new ids.
     let before = fo_programs();
+    let maps_before = fo_maps();
     let Some(handle) = start("shutdown_detaches_every_program") else {
         return;
     };
+    let mut our_maps: Vec<(u32, String)> = fo_maps()
+        .into_iter()
+        .filter(|m| !maps_before.contains(m))
+        .collect();
+    our_maps.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut map_names: Vec<&str> = our_maps.iter().map(|(_, name)| name.as_str()).collect();
+    let mut expected_maps = FO_MAPS;
+    expected_maps.sort_unstable();
+    map_names.dedup();
+    assert_eq!(
+        map_names, expected_maps,
+        "every map is created while running"
+    );
     let mut ours: Vec<(u32, String)> = fo_programs()
         .into_iter()
         .filter(|p| !before.contains(p))
@@ -893,25 +931,36 @@ fn shutdown_detaches_every_program() {
         "every program is loaded while running"
     );
     shutdown(handle);
-    // Freed once the last reference is gone, after a grace period: give it
-    // a moment, not forever.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let left = loop {
-        let loaded = fo_programs();
-        let left: Vec<_> = ours
+    // Freed once the last reference is gone (a map mapped into the process
+    // only once its mapping is), after a grace period: give it a moment,
+    // not forever.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (programs_left, maps_left) = loop {
+        let (programs, maps) = (fo_programs(), fo_maps());
+        let programs_left: Vec<_> = ours
             .iter()
-            .filter(|p| loaded.contains(p))
+            .filter(|p| programs.contains(p))
             .cloned()
             .collect();
-        if left.is_empty() || Instant::now() >= deadline {
-            break left;
+        let maps_left: Vec<_> = our_maps
+            .iter()
+            .filter(|m| maps.contains(m))
+            .cloned()
+            .collect();
+        if (programs_left.is_empty() && maps_left.is_empty()) || Instant::now() >= deadline {
+            break (programs_left, maps_left);
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(
-        left,
+        programs_left,
         Vec::<(u32, String)>::new(),
-        "none is left after shutdown"
+        "no program is left after shutdown"
+    );
+    assert_eq!(
+        maps_left,
+        Vec::<(u32, String)>::new(),
+        "no map is left after shutdown"
     );
 }
 
