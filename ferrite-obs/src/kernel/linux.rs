@@ -397,6 +397,26 @@ fn ensure_tracefs() -> Result<(), Failure> {
 
 /// A failed step, with the fix that the error and the process's
 /// capabilities point to.
+/// A load error's message, at most about 2,000 bytes: the verifier log can
+/// run to thousands of lines, so keep its start (the failed call) and its
+/// end, where the verifier says what it rejected.
+fn abridge(message: String) -> String {
+    const HEAD: usize = 400;
+    const TAIL: usize = 1600;
+    if message.len() <= HEAD + TAIL {
+        return message;
+    }
+    let mut head = HEAD;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - TAIL;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{} ... {}", &message[..head], &message[tail..])
+}
+
 fn failure(step: LoadStep, error: &(dyn StdError + 'static)) -> Failure {
     let mut message = error.to_string();
     let mut errno = None;
@@ -416,21 +436,7 @@ fn failure(step: LoadStep, error: &(dyn StdError + 'static)) -> Failure {
         }
         source = e.source();
     }
-    // The verifier log can run to thousands of lines: keep the start (the
-    // failed call) and the end, where the verifier says what it rejected.
-    const HEAD: usize = 400;
-    const TAIL: usize = 1600;
-    if message.len() > HEAD + TAIL {
-        let mut head = HEAD;
-        while !message.is_char_boundary(head) {
-            head -= 1;
-        }
-        let mut tail = message.len() - TAIL;
-        while !message.is_char_boundary(tail) {
-            tail += 1;
-        }
-        message = format!("{} ... {}", &message[..head], &message[tail..]);
-    }
+    let message = abridge(message);
     let missing = missing_capabilities();
     let grant = if missing.is_empty() {
         String::new()
@@ -602,4 +608,26 @@ fn fold<'a, K: aya::Pod, V: aya::Pod + Default>(
 /// An opcode's name, or `op<N>` for one newer than the table.
 fn opcode_label(opcode: u32) -> String {
     opcode_name(opcode).map_or_else(|| format!("op{opcode}"), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abridge;
+
+    #[test]
+    fn a_long_verifier_log_keeps_its_call_and_its_verdict() {
+        let log: String = (0..500).map(|i| format!("{i}: (b7) r1 = 0\n")).collect();
+        let message = format!(
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier output: {log}R1 pointer arithmetic with >>= operator prohibited\nprocessed 86 insns"
+        );
+        let short = abridge(message.clone());
+        assert!(short.len() < 2_100, "{}", short.len());
+        assert!(short.starts_with("the BPF_PROG_LOAD syscall returned Permission denied"));
+        assert!(short.contains("R1 pointer arithmetic with >>= operator prohibited"));
+        assert!(short.contains(" ... "));
+        assert_eq!(abridge("short".to_owned()), "short");
+        // Multi-byte characters at either cut are kept whole.
+        let wide = "é".repeat(1_500);
+        assert!(abridge(wide).chars().all(|c| c == 'é' || " .".contains(c)));
+    }
 }
