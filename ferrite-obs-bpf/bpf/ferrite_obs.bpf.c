@@ -8,11 +8,12 @@
  * outliers (slow or failed completions, blocking polls) go through the ring
  * buffer.
  *
- * Attribution: a runtime thread registers in `threads` its slot table (in
- * `slots`: user_data -> command, written when the SQE is pushed) and the
- * address of its current-command cell. io_uring_submit_req runs in the thread that calls
- * io_uring_enter, which for a thread's own ring is the thread that pushed the
- * SQE, so its slot table is the right one to read.
+ * Attribution: a runtime thread registers (in `registrations`, or in
+ * `threads` when its entry there is taken) its slot table (in `slots`:
+ * user_data -> command, written when the SQE is pushed) and the address of
+ * its current-command cell. io_uring_submit_req runs in the thread that
+ * calls io_uring_enter, which for a thread's own ring is the thread that
+ * pushed the SQE, so its slot table is the right one to read.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
