@@ -399,6 +399,18 @@ fn check_exports(handle: &Handle, kernel: &KernelSnapshot) {
         http_client::sample(&metrics, "ferrite_kernel_requests_unattributed_total") > 0.0,
         "unattributed requests are counted, not hidden"
     );
+    // Runs the kernel skipped are reported as the kernel counts them (none
+    // in a quiet test, but never hidden): at most what a later snapshot says.
+    let skipped = http_client::sample(&metrics, "ferrite_kernel_program_runs_skipped_total ");
+    let later = handle
+        .snapshot()
+        .kernel
+        .as_ref()
+        .map(|k| k.counters.runs_skipped);
+    assert!(
+        later.is_some_and(|later| skipped <= later as f64),
+        "{skipped} vs {later:?}"
+    );
 
     let (status, body) = http_client::get(endpoint, "/snapshot");
     assert_eq!(status, 200);

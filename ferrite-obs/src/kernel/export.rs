@@ -19,7 +19,7 @@ use crate::prometheus::escape;
 /// value. The one list every export is generated from.
 type CounterField = (&'static str, &'static str, fn(&KernelCounters) -> u64);
 
-const COUNTERS: [CounterField; 18] = [
+const COUNTERS: [CounterField; 19] = [
     (
         "requests_submitted_total",
         "io_uring requests the process submitted.",
@@ -105,6 +105,11 @@ const COUNTERS: [CounterField; 18] = [
         "threads_without_slot_table_total",
         "Threads that tagged io_uring requests but found every slot table taken.",
         |c| c.threads_without_slot_table,
+    ),
+    (
+        "program_runs_skipped_total",
+        "Runs of the kernel view's programs the kernel skipped (never nested on one CPU): their events are missing.",
+        |c| c.runs_skipped,
     ),
 ];
 

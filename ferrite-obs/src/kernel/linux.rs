@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -497,6 +497,17 @@ fn missing_capabilities() -> Vec<&'static str> {
 }
 
 impl Loaded {
+    /// Runs of the programs the kernel skipped: a program never runs nested
+    /// on one CPU, so a tracepoint that fires while it runs there (a
+    /// completion in an interrupt during a submission, say) goes unseen.
+    fn runs_skipped(&self) -> u64 {
+        PROGRAMS
+            .iter()
+            .filter_map(|(name, _)| self.ebpf.program(name)?.fd().ok())
+            .map(|fd| recursion_misses(fd.as_fd()))
+            .fold(0, u64::wrapping_add)
+    }
+
     fn counters(&self) -> KernelCounters {
         let sum = |counter: Counter| -> u64 {
             self.counters
@@ -523,6 +534,7 @@ impl Loaded {
             switch_ins: sum(Counter::SwitchIns),
             command_misses: sum(Counter::CommandMisses),
             threads_without_slot_table: super::threads::refused(),
+            runs_skipped: self.runs_skipped(),
         }
     }
 
@@ -603,6 +615,43 @@ fn fold<'a, K: aya::Pod, V: aya::Pod + Default>(
             }
             (key, total)
         })
+}
+
+/// The kernel's count of skipped runs of the program behind `program`
+/// (`bpf_prog_info.recursion_misses`, Linux 5.12 and later; 0 before, or
+/// when the kernel does not say).
+fn recursion_misses(program: BorrowedFd<'_>) -> u64 {
+    /// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: all-zero is a valid `bpf_prog_info` (integers and null
+    // pointers): the kernel fills what it knows and reads no pointer left 0.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: program.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for the command, pointing
+    // at `info`, whose size it gives; both outlive the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if result == 0 {
+        info.recursion_misses
+    } else {
+        0
+    }
 }
 
 /// An opcode's name, or `op<N>` for one newer than the table.

@@ -291,6 +291,10 @@ pub struct KernelCounters {
     /// Threads that tagged io_uring requests but found every slot table
     /// taken (`ebpf.slot_tables`): their requests count as unattributed.
     pub threads_without_slot_table: u64,
+    /// Runs of the programs the kernel skipped (a program never runs
+    /// nested on one CPU): the events they would have seen are missing
+    /// from every figure here.
+    pub runs_skipped: u64,
 }
 
 /// Completed io_uring requests of one command and opcode.
