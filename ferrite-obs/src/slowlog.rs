@@ -109,15 +109,7 @@ pub(crate) fn is_slow(elapsed_ns: u64) -> bool {
 #[inline(never)]
 pub(crate) fn log(id: u64, command: &'static str, elapsed_ns: u64, busy_ns: u64, error: bool) {
     let busy = Duration::from_nanos(busy_ns);
-    let kernel = crate::kernel::command_figures(id).map(|figures| {
-        let off_cpu = figures.blocked + figures.preempted;
-        KernelBreakdown {
-            io_requests: figures.io_requests,
-            io_wait: figures.io_wait,
-            off_cpu,
-            on_cpu: busy.saturating_sub(off_cpu),
-        }
-    });
+    let kernel = crate::kernel::command_breakdown(id, busy);
     let Ok(mut ring) = LOG.try_lock() else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;

@@ -43,9 +43,11 @@ static REGION: Region = Region::new();
 /// Maps the `commands` array behind `map`, of load `generation`, and starts
 /// using it (in place of an earlier load's, if that one is still mapped).
 pub(super) fn install(map: BorrowedFd<'_>, generation: u32) -> io::Result<()> {
-    REGION.install(map, BYTES, generation, |table| {
-        TABLE.store(table.cast(), Ordering::Release);
-    })
+    // Published after the mapping: a retirement of an earlier load that
+    // runs meanwhile finds this load's mapping and leaves it (and TABLE).
+    let table = REGION.install(map, BYTES, generation)?;
+    TABLE.store(table.cast(), Ordering::Release);
+    Ok(())
 }
 
 /// Stops using the table of load `generation` and releases its pages; a

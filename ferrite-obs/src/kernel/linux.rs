@@ -283,15 +283,24 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     Ok(loaded)
 }
 
+/// A step failed because the embedded object is not what this runtime
+/// expects.
+fn object_mismatch(step: LoadStep, error: String) -> Failure {
+    Failure {
+        step,
+        error,
+        fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
+    }
+}
+
 /// Map `name` as the array it is declared as.
 fn array<'a>(map: &'a aya::maps::Map, name: &str) -> Result<&'a MapData, Failure> {
     match map {
         aya::maps::Map::Array(data) => Ok(data),
-        _ => Err(Failure {
-            step: LoadStep::CreateMaps,
-            error: format!("map `{name}` is not an array"),
-            fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
-        }),
+        _ => Err(object_mismatch(
+            LoadStep::CreateMaps,
+            format!("map `{name}` is not an array"),
+        )),
     }
 }
 
@@ -310,21 +319,23 @@ where
 {
     ebpf.program_mut(program)
         .and_then(|p| <&mut P>::try_from(p).ok())
-        .ok_or_else(|| Failure {
-            step: LoadStep::LoadProgram,
-            error: format!(
-                "the embedded object has no program `{program}` of type {}",
-                std::any::type_name::<P>()
-            ),
-            fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
+        .ok_or_else(|| {
+            object_mismatch(
+                LoadStep::LoadProgram,
+                format!(
+                    "the embedded object has no program `{program}` of type {}",
+                    std::any::type_name::<P>()
+                ),
+            )
         })
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, Failure> {
-    ebpf.take_map(name).ok_or_else(|| Failure {
-        step: LoadStep::CreateMaps,
-        error: format!("the embedded object has no map `{name}`"),
-        fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
+    ebpf.take_map(name).ok_or_else(|| {
+        object_mismatch(
+            LoadStep::CreateMaps,
+            format!("the embedded object has no map `{name}`"),
+        )
     })
 }
 
@@ -338,11 +349,10 @@ where
 /// A descriptor of the `threads` map of its own, for thread registration.
 fn duplicate(map: &aya::maps::Map) -> Result<OwnedFd, Failure> {
     let aya::maps::Map::HashMap(data) = map else {
-        return Err(Failure {
-            step: LoadStep::CreateMaps,
-            error: "map `threads` is not a hash".to_owned(),
-            fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
-        });
+        return Err(object_mismatch(
+            LoadStep::CreateMaps,
+            "map `threads` is not a hash".to_owned(),
+        ));
     };
     data.fd()
         .as_fd()
@@ -395,8 +405,6 @@ fn ensure_tracefs() -> Result<(), Failure> {
     })
 }
 
-/// A failed step, with the fix that the error and the process's
-/// capabilities point to.
 /// A load error's message, at most about 2,000 bytes: the verifier log can
 /// run to thousands of lines, so keep its start (the failed call) and its
 /// end, where the verifier says what it rejected.
@@ -417,6 +425,8 @@ fn abridge(message: String) -> String {
     format!("{} ... {}", &message[..head], &message[tail..])
 }
 
+/// A failed step, with the fix that the error and the process's
+/// capabilities point to.
 fn failure(step: LoadStep, error: &(dyn StdError + 'static)) -> Failure {
     let mut message = error.to_string();
     let mut errno = None;

@@ -38,15 +38,13 @@ impl Region {
 
     /// Maps the first `bytes` of the array behind `map`, of load
     /// `generation`, in place of what the range held (a retired array, or
-    /// an earlier load's still mapped), and hands its address to `publish`
-    /// (under the region's lock, so publications follow the mappings).
+    /// an earlier load's still mapped). Returns its address.
     pub(super) fn install(
         &self,
         map: BorrowedFd<'_>,
         bytes: usize,
         generation: u32,
-        publish: impl FnOnce(*mut u8),
-    ) -> io::Result<()> {
+    ) -> io::Result<*mut u8> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // A range of another size stays as it is (anonymous memory, or a
         // mapping nobody reads any more): a late access may still land there.
@@ -75,8 +73,7 @@ impl Region {
             bytes,
             mapped: Some(generation),
         };
-        publish(address.cast());
-        Ok(())
+        Ok(address.cast())
     }
 
     /// Releases the array of load `generation`, keeping the range. A later

@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use crate::slowlog::KernelBreakdown;
+
 #[cfg(all(target_os = "linux", feature = "ebpf"))]
 mod commands;
 pub(crate) mod export;
@@ -52,19 +54,22 @@ pub(crate) fn begin_command(command: u64) {
     let _ = command;
 }
 
-/// The kernel's figures of command `command`, read as it ends, if the kernel
-/// view is running and still holds them.
-pub(crate) fn command_figures(command: u64) -> Option<CommandKernelFigures> {
+/// Where command `command`'s time went, read as it ends (`busy`: its time
+/// running), if the kernel view is running and still holds its figures.
+pub(crate) fn command_breakdown(command: u64, busy: Duration) -> Option<KernelBreakdown> {
     #[cfg(all(target_os = "linux", feature = "ebpf"))]
-    return commands::figures(command).map(|figures| CommandKernelFigures {
-        io_requests: figures.io_ops,
-        io_wait: Duration::from_nanos(figures.io_ns),
-        blocked: Duration::from_nanos(figures.blocked_ns),
-        preempted: Duration::from_nanos(figures.preempted_ns),
+    return commands::figures(command).map(|figures| {
+        let off_cpu = Duration::from_nanos(figures.blocked_ns.saturating_add(figures.preempted_ns));
+        KernelBreakdown {
+            io_requests: figures.io_ops,
+            io_wait: Duration::from_nanos(figures.io_ns),
+            off_cpu,
+            on_cpu: busy.saturating_sub(off_cpu),
+        }
     });
     #[cfg(not(all(target_os = "linux", feature = "ebpf")))]
     {
-        let _ = command;
+        let _ = (command, busy);
         None
     }
 }
@@ -131,19 +136,6 @@ pub fn tag_sqe(user_data: u64) {
     threads::tag(user_data);
     #[cfg(not(all(target_os = "linux", feature = "ebpf")))]
     let _ = user_data;
-}
-
-/// The kernel's figures of one command invocation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CommandKernelFigures {
-    /// Its completed io_uring requests.
-    pub(crate) io_requests: u64,
-    /// The sum of their latencies.
-    pub(crate) io_wait: Duration,
-    /// Time its polls spent switched out sleeping.
-    pub(crate) blocked: Duration,
-    /// Time its polls spent switched out runnable.
-    pub(crate) preempted: Duration,
 }
 
 /// What the kernel view is doing.

@@ -109,13 +109,18 @@ impl Registrar {
         Some((index, table))
     }
 
-    /// Thread `tid`'s entry of `registrations`, if it is free or already
-    /// the thread's; claimed for it.
-    fn claim(&self, tid: u32) -> Option<&Entry> {
+    /// Thread `tid`'s entry of `registrations`, whoever holds it.
+    fn entry(&self, tid: u32) -> &Entry {
         let index = tid as usize & (REGISTRATIONS - 1);
         // SAFETY: `index` is below REGISTRATIONS, the array's length, and
         // its range stays mapped for the life of the process.
-        let entry = unsafe { &*(self.registrations as *const Entry).add(index) };
+        unsafe { &*(self.registrations as *const Entry).add(index) }
+    }
+
+    /// Thread `tid`'s entry of `registrations`, if it is free or already
+    /// the thread's; claimed for it.
+    fn claim(&self, tid: u32) -> Option<&Entry> {
+        let entry = self.entry(tid);
         match entry
             .tid
             .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire)
@@ -150,17 +155,15 @@ pub(super) fn install(
     registrations_map: BorrowedFd<'_>,
 ) -> io::Result<()> {
     let bytes = tables as usize * std::mem::size_of::<Table>();
-    let mut base = 0;
-    TABLES.install(slots, bytes, generation, |address| base = address as usize)?;
+    let base = TABLES.install(slots, bytes, generation)? as usize;
     let bytes = REGISTRATIONS * std::mem::size_of::<Entry>();
-    let mut registrations = 0;
-    let mapped = REGISTRATION_ARRAY.install(registrations_map, bytes, generation, |address| {
-        registrations = address as usize;
-    });
-    if let Err(e) = mapped {
-        TABLES.retire(generation, || {});
-        return Err(e);
-    }
+    let registrations = match REGISTRATION_ARRAY.install(registrations_map, bytes, generation) {
+        Ok(address) => address as usize,
+        Err(e) => {
+            TABLES.retire(generation, || {});
+            return Err(e);
+        }
+    };
     let _writing = WRITING.write().unwrap_or_else(|e| e.into_inner());
     REGISTRAR.store(Some(Arc::new(Registrar {
         threads_map,
@@ -384,11 +387,10 @@ impl Drop for ThreadState {
         if self.registered.get() == generation {
             let tid = gettid();
             if self.claimed.get() == generation {
-                if let Some(entry) = registrar.claim(tid) {
-                    entry.table.store(0, Ordering::Relaxed);
-                    entry.current.store(0, Ordering::Relaxed);
-                    entry.tid.store(0, Ordering::Release);
-                }
+                let entry = registrar.entry(tid);
+                entry.table.store(0, Ordering::Relaxed);
+                entry.current.store(0, Ordering::Relaxed);
+                entry.tid.store(0, Ordering::Release);
             } else {
                 delete(&registrar.threads_map, tid);
             }
