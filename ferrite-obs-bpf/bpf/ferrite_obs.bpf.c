@@ -330,13 +330,7 @@ int fo_submit(__u64 *args)
 	if (entry) {
 		__u64 held = entry->req;
 		if (held == req || (held == 0 && __sync_val_compare_and_swap(&entry->req, 0, req) == 0)) {
-			entry->command = request.command;
-			entry->submit_ns = request.submit_ns;
-			entry->ctx = request.ctx;
-			entry->kind = request.kind;
-			entry->tid = request.tid;
-			entry->opcode = request.opcode;
-			entry->punted = 0;
+			*entry = request; /* its `req` is already this request's */
 			return 0;
 		}
 	}
