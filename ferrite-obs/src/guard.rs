@@ -129,7 +129,7 @@ fn local_shard(site: &'static Site) -> (&'static Shard, bool) {
 /// the generated code. `is_command` is the site's own (constant) flag.
 #[inline(always)]
 pub fn active(is_command: bool) -> bool {
-    wanted(is_recording(), is_command)
+    crate::probes::backend::wanted(is_command)
 }
 
 /// One call of a synchronous `#[probe]` function that is recorded or traced:

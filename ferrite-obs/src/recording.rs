@@ -4,11 +4,10 @@
 //! semaphores) and call straight through. The runtime turns it on at start;
 //! tests and embedders can too.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::clock;
-
-static RECORDING: AtomicBool = AtomicBool::new(false);
+use crate::probes::backend::recording_switch;
 
 /// Turns always-on recording at every `#[probe]` site on or off.
 ///
@@ -19,7 +18,7 @@ pub fn set_recording(on: bool) {
     if on {
         clock::calibrate();
     }
-    RECORDING.store(on, Ordering::Relaxed);
+    recording_switch().store(on, Ordering::Relaxed);
 }
 
 /// Whether `#[probe]` sites are recording.
@@ -27,5 +26,5 @@ pub fn set_recording(on: bool) {
 pub fn is_recording() -> bool {
     // Relaxed: the flag guards no data. A site that sees it late records a
     // few calls more or fewer around the flip, each one whole.
-    RECORDING.load(Ordering::Relaxed)
+    recording_switch().load(Ordering::Relaxed)
 }

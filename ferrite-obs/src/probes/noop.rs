@@ -8,6 +8,21 @@ pub(crate) fn attached(_probe: super::Probe) -> bool {
     false
 }
 
+static RECORDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The process-wide recording switch.
+#[inline(always)]
+pub(crate) fn recording_switch() -> &'static core::sync::atomic::AtomicBool {
+    &RECORDING
+}
+
+/// Whether a `#[probe]` call must do anything beyond the `tracing` check:
+/// recording is on (no tracer can attach to this build).
+#[inline(always)]
+pub(crate) fn wanted(_is_command: bool) -> bool {
+    recording_switch().load(core::sync::atomic::Ordering::Relaxed)
+}
+
 #[inline(always)]
 pub(crate) fn probe_enter(_site: *const u8, _command: u64) {}
 

@@ -18,6 +18,121 @@ mod ferrite {
     fn connection_close(connection: u64, commands: u64, lifetime_ns: u64) {}
 }
 
+// The gate: the recording switch and the semaphores of the probes that a
+// `#[probe]` call fires, side by side in one 16-byte block, so that an
+// inactive plain call tests them with one load (see `wanted`):
+//
+// | offset | what |
+// |---|---|
+// | 0 | the recording switch (`crate::set_recording`), a byte, and a spare byte |
+// | 2 | `probe_enter`'s semaphore |
+// | 4 | `probe_exit`'s semaphore |
+// | 6 | `command_start`'s semaphore |
+// | 8 | `command_end`'s semaphore |
+//
+// Those semaphores are defined here as strong (hidden) symbols: `usdt`'s
+// weak definitions next to probe sites then all resolve to these, wherever
+// the linker meets them. The kernel raises a semaphore with a 16-bit
+// read-modify-write of its own two bytes, never touching its neighbours.
+#[cfg(target_arch = "x86_64")]
+macro_rules! gate_semaphore {
+    ($sema:literal) => {
+        concat!(
+            ".globl ", $sema, "\n",
+            ".hidden ", $sema, "\n",
+            ".type ", $sema, ", @object\n",
+            ".size ", $sema, ", 2\n",
+            $sema, ":\n",
+            ".zero 2\n",
+        )
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(concat!(
+    ".pushsection .probes, \"aw\", \"progbits\"\n",
+    ".balign 16\n",
+    ".globl __ferrite_gate\n",
+    ".hidden __ferrite_gate\n",
+    ".type __ferrite_gate, @object\n",
+    ".size __ferrite_gate, 16\n",
+    "__ferrite_gate:\n",
+    ".zero 2\n",
+    gate_semaphore!("__usdt_sema_ferrite_probe_enter"),
+    gate_semaphore!("__usdt_sema_ferrite_probe_exit"),
+    gate_semaphore!("__usdt_sema_ferrite_command_start"),
+    gate_semaphore!("__usdt_sema_ferrite_command_end"),
+    ".zero 6\n",
+    ".popsection\n",
+));
+
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" {
+    /// The gate's first eight bytes; its first byte is the recording switch.
+    static __ferrite_gate: core::sync::atomic::AtomicBool;
+}
+
+/// The process-wide recording switch, in the gate.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn recording_switch() -> &'static core::sync::atomic::AtomicBool {
+    // SAFETY: `__ferrite_gate` is defined above: 16 writable, zeroed bytes,
+    // 16-byte aligned, of which this is the first (a valid `false`); only
+    // this `AtomicBool` writes that byte.
+    unsafe { &__ferrite_gate }
+}
+
+/// Whether a `#[probe]` call must do anything beyond the `tracing` check:
+/// recording is on, or a tracer is attached to a probe the call fires.
+///
+/// For a plain site one 8-byte load (RIP-relative through `sym`, not the
+/// GOT) and a test of its low six bytes: the switch, `probe_enter` and
+/// `probe_exit`. A command root also tests `command_start` and
+/// `command_end`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn wanted(is_command: bool) -> bool {
+    let gate: u64;
+    // SAFETY: reads the gate's first eight bytes, defined above; the kernel
+    // and `set_recording` update them asynchronously, and the asm is not
+    // `pure`, so every call reads them afresh.
+    unsafe {
+        core::arch::asm!(
+            "mov {gate}, qword ptr [rip + {sym}]",
+            gate = out(reg) gate,
+            sym = sym __ferrite_gate,
+            options(nostack, preserves_flags, readonly),
+        );
+    }
+    if is_command {
+        gate != 0 || attached(super::Probe::CommandEnd)
+    } else {
+        gate << 16 != 0
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+static RECORDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The process-wide recording switch.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn recording_switch() -> &'static core::sync::atomic::AtomicBool {
+    &RECORDING
+}
+
+/// Whether a `#[probe]` call must do anything beyond the `tracing` check:
+/// recording is on, or a tracer is attached to a probe the call fires.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn wanted(is_command: bool) -> bool {
+    use super::Probe;
+    recording_switch().load(core::sync::atomic::Ordering::Relaxed)
+        | attached(Probe::ProbeEnter)
+        | attached(Probe::ProbeExit)
+        | (is_command && (attached(Probe::CommandStart) | attached(Probe::CommandEnd)))
+}
+
 // The semaphores are weak symbols that `usdt` defines next to each probe
 // site. Define them here too (same section, same weak binding, so the linker
 // keeps one), so that they can be read before a probe of the same name has
