@@ -1,9 +1,10 @@
 //! What a `#[probe]` call does at run time: [`run`] around a plain call,
 //! [`Instrumented`] around an async function's future.
 //!
-//! A call does nothing beyond four loads and a branch unless recording is on,
-//! a tracer is attached to one of its probes, or a `tracing` subscriber wants
-//! its span. When active, a call takes a
+//! A call does nothing beyond two loads and two branches (the gate word that
+//! holds the recording switch and its probes' semaphores, and `tracing`'s
+//! level) unless recording is on, a tracer is attached to one of its probes,
+//! or a `tracing` subscriber wants its span. When active, a call takes a
 //! clock reading at entry and one at exit (per poll for futures), fires the
 //! USDT probes, keeps the thread's current command for command roots, and
 //! writes the calling thread's shard; nothing allocates, locks or makes a
