@@ -35,36 +35,44 @@ mod ferrite {
 // the linker meets them. The kernel raises a semaphore with a 16-bit
 // read-modify-write of its own two bytes, never touching its neighbours.
 #[cfg(target_arch = "x86_64")]
-macro_rules! gate_semaphore {
-    ($sema:literal) => {
-        concat!(
-            ".globl ", $sema, "\n",
-            ".hidden ", $sema, "\n",
-            ".type ", $sema, ", @object\n",
-            ".size ", $sema, ", 2\n",
-            $sema, ":\n",
-            ".zero 2\n",
-        )
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(concat!(
-    ".pushsection .probes, \"aw\", \"progbits\"\n",
-    ".balign 16\n",
-    ".globl __ferrite_gate\n",
-    ".hidden __ferrite_gate\n",
-    ".type __ferrite_gate, @object\n",
-    ".size __ferrite_gate, 16\n",
-    "__ferrite_gate:\n",
-    ".zero 2\n",
-    gate_semaphore!("__usdt_sema_ferrite_probe_enter"),
-    gate_semaphore!("__usdt_sema_ferrite_probe_exit"),
-    gate_semaphore!("__usdt_sema_ferrite_command_start"),
-    gate_semaphore!("__usdt_sema_ferrite_command_end"),
-    ".zero 6\n",
-    ".popsection\n",
-));
+core::arch::global_asm!(
+    r#"
+    .pushsection .probes, "aw", "progbits"
+    .balign 16
+    .globl __ferrite_gate
+    .hidden __ferrite_gate
+    .type __ferrite_gate, @object
+    .size __ferrite_gate, 16
+__ferrite_gate:
+    .zero 2
+    .globl __usdt_sema_ferrite_probe_enter
+    .hidden __usdt_sema_ferrite_probe_enter
+    .type __usdt_sema_ferrite_probe_enter, @object
+    .size __usdt_sema_ferrite_probe_enter, 2
+__usdt_sema_ferrite_probe_enter:
+    .zero 2
+    .globl __usdt_sema_ferrite_probe_exit
+    .hidden __usdt_sema_ferrite_probe_exit
+    .type __usdt_sema_ferrite_probe_exit, @object
+    .size __usdt_sema_ferrite_probe_exit, 2
+__usdt_sema_ferrite_probe_exit:
+    .zero 2
+    .globl __usdt_sema_ferrite_command_start
+    .hidden __usdt_sema_ferrite_command_start
+    .type __usdt_sema_ferrite_command_start, @object
+    .size __usdt_sema_ferrite_command_start, 2
+__usdt_sema_ferrite_command_start:
+    .zero 2
+    .globl __usdt_sema_ferrite_command_end
+    .hidden __usdt_sema_ferrite_command_end
+    .type __usdt_sema_ferrite_command_end, @object
+    .size __usdt_sema_ferrite_command_end, 2
+__usdt_sema_ferrite_command_end:
+    .zero 2
+    .zero 6
+    .popsection
+"#
+);
 
 #[cfg(target_arch = "x86_64")]
 unsafe extern "C" {
@@ -137,25 +145,51 @@ pub(crate) fn wanted(is_command: bool) -> bool {
 // site. Define them here too (same section, same weak binding, so the linker
 // keeps one), so that they can be read before a probe of the same name has
 // been emitted in this object, e.g. to decide at entry whether the exit probe
-// will need a start time.
+// will need a start time. On x86-64 the gate's four are defined with the
+// gate (strongly, above) and only there: a weak definition of the same name
+// earlier in the same assembly would make the gate's a redefinition.
+macro_rules! weak_semaphore {
+    ($sema:ident) => {
+        core::arch::global_asm!(concat!(
+            ".ifndef ",
+            stringify!($sema),
+            "\n",
+            ".pushsection .probes, \"aw\", \"progbits\"\n",
+            ".weak ",
+            stringify!($sema),
+            "\n",
+            ".hidden ",
+            stringify!($sema),
+            "\n",
+            stringify!($sema),
+            ":\n",
+            ".zero 2\n",
+            ".type ",
+            stringify!($sema),
+            ", @object\n",
+            ".size ",
+            stringify!($sema),
+            ", 2\n",
+            ".popsection\n",
+            ".endif\n",
+        ));
+    };
+}
+
 macro_rules! semaphores {
-    ($($probe:ident => $sema:ident),* $(,)?) => {
-        $(
-            core::arch::global_asm!(concat!(
-                ".ifndef ", stringify!($sema), "\n",
-                ".pushsection .probes, \"aw\", \"progbits\"\n",
-                ".weak ", stringify!($sema), "\n",
-                ".hidden ", stringify!($sema), "\n",
-                stringify!($sema), ":\n",
-                ".zero 2\n",
-                ".type ", stringify!($sema), ", @object\n",
-                ".size ", stringify!($sema), ", 2\n",
-                ".popsection\n",
-                ".endif\n",
-            ));
-        )*
+    (
+        gate { $($gate_probe:ident => $gate_sema:ident),* $(,)? }
+        others { $($probe:ident => $sema:ident),* $(,)? }
+    ) => {
+        $(weak_semaphore!($sema);)*
+
+        #[cfg(not(target_arch = "x86_64"))]
+        mod gate_semaphores {
+            $(weak_semaphore!($gate_sema);)*
+        }
 
         unsafe extern "C" {
+            $(static $gate_sema: u16;)*
             $(static $sema: u16;)*
         }
 
@@ -163,6 +197,7 @@ macro_rules! semaphores {
         #[inline(always)]
         pub(crate) fn attached(probe: super::Probe) -> bool {
             match probe {
+                $(super::Probe::$gate_probe => read_semaphore!($gate_sema),)*
                 $(super::Probe::$probe => read_semaphore!($sema),)*
             }
         }
@@ -200,15 +235,19 @@ macro_rules! read_semaphore {
 }
 
 semaphores! {
-    ProbeEnter => __usdt_sema_ferrite_probe_enter,
-    ProbeExit => __usdt_sema_ferrite_probe_exit,
-    CommandStart => __usdt_sema_ferrite_command_start,
-    CommandEnd => __usdt_sema_ferrite_command_end,
-    StorageRead => __usdt_sema_ferrite_storage_read,
-    StorageWrite => __usdt_sema_ferrite_storage_write,
-    ReplicationSync => __usdt_sema_ferrite_replication_sync,
-    ConnectionAccept => __usdt_sema_ferrite_connection_accept,
-    ConnectionClose => __usdt_sema_ferrite_connection_close,
+    gate {
+        ProbeEnter => __usdt_sema_ferrite_probe_enter,
+        ProbeExit => __usdt_sema_ferrite_probe_exit,
+        CommandStart => __usdt_sema_ferrite_command_start,
+        CommandEnd => __usdt_sema_ferrite_command_end,
+    }
+    others {
+        StorageRead => __usdt_sema_ferrite_storage_read,
+        StorageWrite => __usdt_sema_ferrite_storage_write,
+        ReplicationSync => __usdt_sema_ferrite_replication_sync,
+        ConnectionAccept => __usdt_sema_ferrite_connection_accept,
+        ConnectionClose => __usdt_sema_ferrite_connection_close,
+    }
 }
 
 /// Whether this build emits probes.
