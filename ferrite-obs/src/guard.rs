@@ -134,8 +134,8 @@ pub fn active(is_command: bool) -> bool {
 }
 
 /// One call of a synchronous `#[probe]` function that is recorded or traced:
-/// a [`SyncCall`] guard times it, fires the probes and writes the shard; its
-/// drop ends the call (also when unwinding, counted as a panic).
+/// a [`SyncCall`] guard times it, fires the probes and writes the shard when
+/// the body returns, or, dropped while the body unwinds, counts a panic.
 ///
 /// Out of line and generic over the body, so that the instrumented function
 /// itself is the fast-path test plus the body, with a frame no larger than
@@ -152,9 +152,9 @@ pub fn run<R, C: Classify<R>, const COMMAND: bool>(
     if !wanted(recording, COMMAND) {
         return body();
     }
-    let mut call = SyncCall::<COMMAND>::begin(site, recording);
+    let call = SyncCall::<COMMAND>::begin(site, recording);
     let output = body();
-    call.error = C::is_err(&output);
+    call.finish(C::is_err(&output));
     output
 }
 
@@ -186,7 +186,6 @@ struct SyncCall<const COMMAND: bool> {
     shard: *const Shard,
     exclusive: bool,
     timed: bool,
-    error: bool,
     /// The command this call started, or 0 (its probes report the current).
     command: u64,
     /// The current command before this command root began.
@@ -221,7 +220,6 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
             shard,
             exclusive,
             timed,
-            error: false,
             command,
             restore,
             start,
@@ -229,34 +227,43 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
     }
 }
 
-impl<const COMMAND: bool> Drop for SyncCall<COMMAND> {
+impl<const COMMAND: bool> SyncCall<COMMAND> {
+    /// Ends a call whose body returned; `error`: its value counts as one.
     #[inline(always)]
-    fn drop(&mut self) {
+    fn finish(self, error: bool) {
+        // Ended here, so not again by `drop`, which is left to the unwinding
+        // of a body that panicked.
+        std::mem::ManuallyDrop::new(self).end(error, false);
+    }
+
+    #[inline(always)]
+    fn end(&self, error: bool, panicked: bool) {
         let elapsed = if self.timed { self.start.elapsed() } else { 0 };
-        let panicked = std::thread::panicking();
         // SAFETY: non-null only when taken from `Site::shard`, which hands
         // out shards that live as long as the (static) site.
         if let Some(shard) = unsafe { self.shard.as_ref() } {
             if panicked {
                 shard.record_abandoned(true, self.exclusive);
             } else {
-                shard.record_end(elapsed, self.error, self.exclusive);
+                shard.record_end(elapsed, error, self.exclusive);
             }
         }
         if COMMAND {
             command::restore(self.restore);
             if self.timed && slowlog::is_slow(elapsed) {
                 let name = self.site.meta.name;
-                slowlog::log(self.command, name, elapsed, elapsed, self.error || panicked);
+                slowlog::log(self.command, name, elapsed, elapsed, error || panicked);
             }
         }
-        end(
-            self.site,
-            COMMAND,
-            self.command,
-            elapsed,
-            self.error || panicked,
-        );
+        end(self.site, COMMAND, self.command, elapsed, error || panicked);
+    }
+}
+
+impl<const COMMAND: bool> Drop for SyncCall<COMMAND> {
+    /// Reached only when the body unwinds: [`SyncCall::finish`] ends a call
+    /// that returned without dropping it.
+    fn drop(&mut self) {
+        self.end(true, true);
     }
 }
 
