@@ -152,10 +152,13 @@ impl Histogram {
     /// monotonic source: bucket by bucket `self - earlier`, floored at zero.
     pub fn delta(&self, earlier: &Histogram) -> Histogram {
         let mut groups = Vec::with_capacity(self.groups.len());
+        // Both lists are sorted by group: one walk through each.
+        let mut earlier_groups = earlier.groups.iter().peekable();
         for now in &self.groups {
+            while earlier_groups.next_if(|g| g.index < now.index).is_some() {}
             let mut counts = now.counts;
-            if let Some(then) = earlier.group(now.index) {
-                for (count, then) in counts.iter_mut().zip(then) {
+            if let Some(then) = earlier_groups.next_if(|g| g.index == now.index) {
+                for (count, then) in counts.iter_mut().zip(&then.counts) {
                     *count = count.saturating_sub(*then);
                 }
             }

@@ -149,6 +149,33 @@ fn concurrent_fold_is_consistent_and_exact_after_join() {
 }
 
 #[test]
+fn a_group_beyond_the_pool_is_folded_from_the_overflow_array() {
+    model(|| {
+        let registry = leak(Registry::new());
+        let site = leak(Site::new(&META));
+        let running = leak(Running::default());
+        let t = thread::spawn(move || {
+            running.start();
+            let shard = site.shard(Slot::new(0), registry);
+            // Groups 0 and 2: the (one-entry) pool takes the first, the
+            // overflow array, allocated meanwhile, the second.
+            for ns in [1, 40] {
+                shard.record_start(true);
+                shard.record_end(ns, false, true);
+            }
+        });
+        running.observe();
+        assert_consistent(&site.read());
+        t.join().unwrap();
+        let totals = site.read();
+        assert_eq!((totals.started, totals.completed), (2, 2));
+        assert_eq!(totals.histogram.count(), 2);
+        assert_eq!(totals.histogram.sum(), 41);
+        assert_eq!(totals.histogram.bucket_count(40), 1);
+    });
+}
+
+#[test]
 fn shared_slot_writers_lose_nothing() {
     model(|| {
         let registry = leak(Registry::new());

@@ -169,9 +169,9 @@ async fn collect(
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = ticker.tick() => publish(&shared, rollup.next(thread_cpu())),
+            _ = ticker.tick() => publish(&shared, rollup.next(&shared.snapshot.load(), thread_cpu())),
             () = shared.stop.notified() => {
-                publish(&shared, rollup.next(thread_cpu()));
+                publish(&shared, rollup.next(&shared.snapshot.load(), thread_cpu()));
                 rollup.unload_kernel();
                 break;
             }

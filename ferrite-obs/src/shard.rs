@@ -8,33 +8,65 @@
 //! Writers publish in this order, the last store of each group with `Release`:
 //!
 //! 1. `started` when a call begins;
-//! 2. when it ends: the bucket's group bit in `touched` (set once, the first
-//!    time a call lands in that group), the histogram bucket and `sum_ns`,
-//!    then `completed` (`Release`), then `errors` (`Release`) if the call
-//!    failed; or instead `cancelled` / `panicked` (`Release`).
+//! 2. when it ends: the first time a call lands in a group of buckets, its
+//!    bit in `touched`, then where the group's counts live (for an
+//!    exclusive writer, the group's pool entry, whose tag is stored with
+//!    `Release`; for the shared slot's writers the overflow array, installed
+//!    with a compare-exchange); then the histogram bucket and `sum_ns`, then
+//!    `completed` (`Release`), then `errors` (`Release`) if the call failed;
+//!    or instead `cancelled` / `panicked` (`Release`). A writer of the shared
+//!    slot that finds the bit set by another uses it as it is: a reader that
+//!    acquires this writer's `completed` cannot then read an older `touched`.
+//!
+//! Storage. Most call sites see latencies in a few octaves, so a shard keeps
+//! the counts of [`POOL`] groups of buckets in place, direct-mapped: group
+//! `g` may hold pool entry `g % POOL`, whose tag (`g + 1`) says it does, so
+//! that any [`POOL`] consecutive groups (four octaves) all fit and a call
+//! finds its counter without first loading where it is. A group whose entry
+//! another holds, and every group of the shared slot (whose writers race),
+//! counts in an overflow array of every bucket, allocated the first time it
+//! is needed. A shard is then 1.25 KiB rather than the 9.5 KiB of a full
+//! histogram, and what a reader folds sits on a few adjacent cache lines.
 //!
 //! Readers ([`Shard::read`], over all shards of a site in
 //! [`crate::site::Site::read`]) load in the reverse order, each group with
 //! `Acquire`: `errors`, then `completed`, `cancelled`, `panicked`, then the
 //! histogram and sums, then `started`; the histogram is read through
 //! `touched`, only the groups whose bit is set, so a reader does not scan
-//! buckets no call ever reached. Each `Acquire` load that sees a
+//! buckets no call ever reached (a group whose bit it sees before the
+//! group's place is skipped: no call counted in `completed` is in it yet). Each `Acquire` load that sees a
 //! writer's `Release` store also sees everything that writer did before it,
 //! so a concurrent read, although it is not a single instant's cut, always
 //! satisfies `errors <= calls <= histogram count` and
 //! `calls + cancelled + panicked <= started`; once the writers have finished
 //! (joined), a read is exact. The loom models in `src/loom.rs` check both.
 
+use std::ptr;
+
 use crate::histogram::{BUCKETS, GROUP, Histogram, bucket_index};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 /// Buckets held by a shard; a loom model uses a handful to stay tractable.
 #[cfg(not(loom))]
 const SHARD_BUCKETS: usize = BUCKETS;
 #[cfg(loom)]
-const SHARD_BUCKETS: usize = 4;
+const SHARD_BUCKETS: usize = 4 * GROUP;
+/// Groups of buckets.
+const GROUPS: usize = SHARD_BUCKETS.div_ceil(GROUP);
 /// Words of the `touched` bitmap: one bit per group of buckets.
-const TOUCHED_WORDS: usize = SHARD_BUCKETS.div_ceil(GROUP).div_ceil(64);
+const TOUCHED_WORDS: usize = GROUPS.div_ceil(64);
+/// Groups whose counts a shard holds in place; a loom model uses one, so
+/// that a second group goes to the overflow array.
+#[cfg(not(loom))]
+pub(crate) const POOL: usize = 8;
+#[cfg(loom)]
+pub(crate) const POOL: usize = 1;
+/// A pool entry's tag while no group holds it (else the group + 1).
+const FREE: u8 = 0;
+const _: () = assert!(GROUPS < u8::MAX as usize && GROUPS <= 64 * TOUCHED_WORDS);
+
+/// Every bucket, for the groups a shard's pool does not hold.
+type Overflow = [AtomicU64; SHARD_BUCKETS];
 
 /// Counters for one (call site, slot) pair, on cache lines of its own.
 #[repr(C, align(128))]
@@ -49,8 +81,18 @@ pub(crate) struct Shard {
     sum_ns: AtomicU64,
     /// Bit `g` set: some call landed in bucket group `g`.
     touched: [AtomicU64; TOUCHED_WORDS],
-    buckets: [AtomicU64; SHARD_BUCKETS],
+    /// Which group holds pool entry `e`: [`FREE`], or the group + 1.
+    tags: [AtomicU8; POOL],
+    /// The overflow array, or null until a group needs it.
+    overflow: AtomicPtr<Overflow>,
+    pool: [PoolEntry; POOL],
 }
+
+/// One group's counts in a shard's pool, on two cache lines of its own.
+#[repr(C, align(128))]
+struct PoolEntry([AtomicU64; GROUP]);
+
+const _: () = assert!(std::mem::size_of::<Shard>() <= 1280);
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,7 +148,11 @@ impl Shard {
                 busy_ns: AtomicU64::new(0),
                 sum_ns: AtomicU64::new(0),
                 touched: std::array::from_fn(|_| AtomicU64::new(0)),
-                buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                tags: std::array::from_fn(|_| AtomicU8::new(FREE)),
+                overflow: AtomicPtr::new(ptr::null_mut()),
+                pool: std::array::from_fn(|_| {
+                    PoolEntry(std::array::from_fn(|_| AtomicU64::new(0)))
+                }),
             })
         }
     }
@@ -119,8 +165,7 @@ impl Shard {
     #[inline(always)]
     pub(crate) fn record_end(&self, elapsed_ns: u64, error: bool, exclusive: bool) {
         let index = bucket_index(elapsed_ns).min(SHARD_BUCKETS - 1);
-        self.touch(index, exclusive);
-        count(&self.buckets[index], exclusive, Ordering::Relaxed);
+        count(self.bucket(index, exclusive), exclusive, Ordering::Relaxed);
         add_ns(&self.sum_ns, elapsed_ns, exclusive);
         count(&self.completed, exclusive, Ordering::Release);
         if error {
@@ -128,21 +173,71 @@ impl Shard {
         }
     }
 
-    /// Marks the group of bucket `index` as touched: a load and a branch,
-    /// and a store only the first time.
+    /// Asks the CPU to fetch what a fold of this shard reads first: the
+    /// counters, the bitmap and tags, and the first pool entry.
+    pub(crate) fn prefetch(&self) {
+        let base = std::ptr::from_ref(self).cast::<u8>();
+        for offset in [0, 64, 128, 256, 320] {
+            crate::site::prefetch(base.wrapping_add(offset));
+        }
+    }
+
+    /// The counter of bucket `index`: in its group's pool entry, a load and
+    /// a compare of the entry's tag, off the path to the counter.
     #[inline(always)]
-    fn touch(&self, index: usize, exclusive: bool) {
+    fn bucket(&self, index: usize, exclusive: bool) -> &AtomicU64 {
         let group = index / GROUP;
+        let entry = group % POOL;
+        if self.tags[entry].load(Ordering::Relaxed) == tag(group) {
+            return &self.pool[entry].0[index % GROUP];
+        }
+        self.place(group, index, exclusive)
+    }
+
+    /// The counter of bucket `index` whose group does not hold its pool
+    /// entry: the group takes the entry if it is free and the writer
+    /// exclusive, else counts in the overflow array; either way its bit in
+    /// `touched` is set first.
+    #[cold]
+    #[inline(never)]
+    fn place(&self, group: usize, index: usize, exclusive: bool) -> &AtomicU64 {
         let word = &self.touched[group / 64];
         let bit = 1u64 << (group % 64);
-        let seen = word.load(Ordering::Relaxed);
-        if seen & bit == 0 {
-            if exclusive {
-                word.store(seen | bit, Ordering::Relaxed);
-            } else {
-                word.fetch_or(bit, Ordering::Relaxed);
-            }
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            word.fetch_or(bit, Ordering::Relaxed);
         }
+        let entry = group % POOL;
+        if exclusive && self.tags[entry].load(Ordering::Relaxed) == FREE {
+            self.tags[entry].store(tag(group), Ordering::Release);
+            return &self.pool[entry].0[index % GROUP];
+        }
+        &self.overflow_or_allocate()[index]
+    }
+
+    /// The overflow array, allocated and installed if it is not yet.
+    fn overflow_or_allocate(&self) -> &Overflow {
+        let installed = self.overflow.load(Ordering::Acquire);
+        if !installed.is_null() {
+            // SAFETY: installed arrays come from `Box::into_raw` below and
+            // are never freed or replaced.
+            return unsafe { &*installed };
+        }
+        let fresh = Box::into_raw(zeroed_overflow());
+        let installed = match self.overflow.compare_exchange(
+            ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => fresh,
+            Err(theirs) => {
+                // SAFETY: `fresh` was never published: this is its only owner.
+                drop(unsafe { Box::from_raw(fresh) });
+                theirs
+            }
+        };
+        // SAFETY: as above.
+        unsafe { &*installed }
     }
 
     #[inline(always)]
@@ -210,10 +305,23 @@ impl Shard {
                     while groups != 0 {
                         let group = word_index * 64 + groups.trailing_zeros() as usize;
                         groups &= groups - 1;
-                        let first = group * GROUP;
-                        let last = (first + GROUP).min(SHARD_BUCKETS);
+                        let entry = group % POOL;
+                        let buckets: &[AtomicU64] =
+                            if self.tags[entry].load(Ordering::Acquire) == tag(group) {
+                                &self.pool[entry].0
+                            } else {
+                                let overflow = self.overflow.load(Ordering::Acquire);
+                                if overflow.is_null() {
+                                    // The bit is visible before the group's
+                                    // place: no call this read counts is in it.
+                                    continue;
+                                }
+                                // SAFETY: as in `overflow_or_allocate`.
+                                let overflow = unsafe { &*overflow };
+                                &overflow[group * GROUP..(group * GROUP + GROUP).min(SHARD_BUCKETS)]
+                            };
                         let mut counts = [0u64; GROUP];
-                        for (count, bucket) in counts.iter_mut().zip(&self.buckets[first..last]) {
+                        for (count, bucket) in counts.iter_mut().zip(buckets) {
                             *count = relaxed(bucket);
                         }
                         totals.histogram.add_group(group, &counts);
@@ -227,5 +335,80 @@ impl Shard {
                 totals.started = totals.started.saturating_add(relaxed(&self.started))
             }
         }
+    }
+}
+
+/// The tag of a pool entry that group `group` holds.
+#[inline(always)]
+fn tag(group: usize) -> u8 {
+    group as u8 + 1
+}
+
+/// A zeroed overflow array on the heap.
+fn zeroed_overflow() -> Box<Overflow> {
+    #[cfg(not(loom))]
+    {
+        // SAFETY: an array of `AtomicU64`, for which all-zero is valid (zero).
+        unsafe { Box::<Overflow>::new_zeroed().assume_init() }
+    }
+    #[cfg(loom)]
+    {
+        Box::new(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::histogram::bucket_bounds;
+
+    #[test]
+    fn every_group_is_counted_in_the_pool_or_the_overflow_array() {
+        for exclusive in [true, false] {
+            let shard = Shard::boxed();
+            let mut expected = Histogram::new();
+            // Two values in every group, the slowest groups first: the pool
+            // fills with those, the rest overflow.
+            for round in 0..2 {
+                for group in (0..GROUPS).rev() {
+                    let (value, _) = bucket_bounds(group * GROUP + round * 7);
+                    shard.record_start(exclusive);
+                    shard.record_end(value, round == 1, exclusive);
+                    expected.record(value);
+                }
+            }
+            let mut totals = Totals::default();
+            for phase in READ_PHASES {
+                shard.read(phase, &mut totals);
+            }
+            assert_eq!(totals.histogram, expected, "exclusive: {exclusive}");
+            assert_eq!(
+                (totals.started, totals.completed, totals.errors),
+                (2 * GROUPS as u64, 2 * GROUPS as u64, GROUPS as u64)
+            );
+            let pooled = shard
+                .tags
+                .iter()
+                .filter(|t| t.load(Ordering::Relaxed) != FREE)
+                .count();
+            assert_eq!(pooled, if exclusive { POOL } else { 0 });
+            assert!(!shard.overflow.load(Ordering::Relaxed).is_null());
+        }
+    }
+
+    #[test]
+    fn a_narrow_site_needs_no_overflow_array() {
+        let shard = Shard::boxed();
+        for value in 1_000..1_200 {
+            shard.record_start(true);
+            shard.record_end(value, false, true);
+        }
+        assert!(shard.overflow.load(Ordering::Relaxed).is_null());
+        let mut totals = Totals::default();
+        for phase in READ_PHASES {
+            shard.read(phase, &mut totals);
+        }
+        assert_eq!(totals.histogram.count(), 200);
+        assert_eq!(totals.histogram.sum(), (1_000..1_200).sum::<u64>());
     }
 }

@@ -126,6 +126,32 @@ impl Site {
         unsafe { &*installed }
     }
 
+    /// Asks the CPU to fetch the part of the shard table a fold reads.
+    pub(crate) fn prefetch_table(&self) {
+        let exclusive = crate::slot::high_water().min(SLOTS);
+        // Eight pointers per cache line.
+        for slot in (0..exclusive).step_by(8) {
+            prefetch(std::ptr::from_ref(&self.shards[slot]).cast());
+        }
+        prefetch(std::ptr::from_ref(&self.shards[SHARED]).cast());
+    }
+
+    /// Asks the CPU to fetch the first lines of every shard (counters,
+    /// group places, the first pool entry), which a fold reads.
+    pub(crate) fn prefetch_shards(&self) {
+        let exclusive = crate::slot::high_water().min(SLOTS);
+        for shard in self.shards[..exclusive]
+            .iter()
+            .chain([&self.shards[SHARED]])
+        {
+            let shard = shard.load(Ordering::Relaxed);
+            if !shard.is_null() {
+                // SAFETY: see `shard`.
+                unsafe { &*shard }.prefetch();
+            }
+        }
+    }
+
     /// Folds every shard of this site, following the read order that the
     /// shard protocol requires, without stopping writers.
     pub(crate) fn read(&self) -> Totals {
@@ -163,4 +189,17 @@ impl std::fmt::Debug for Site {
 #[inline(always)]
 pub(crate) fn kind_of(id: usize) -> u32 {
     u32::try_from(id + 1).unwrap_or(0)
+}
+
+/// A hint to fetch the cache line at `address` (nothing elsewhere than on
+/// x86-64; never a fault: prefetching is not an access).
+#[inline(always)]
+pub(crate) fn prefetch(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }

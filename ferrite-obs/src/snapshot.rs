@@ -121,7 +121,6 @@ impl Snapshot {
 #[derive(Debug)]
 pub(crate) struct Rollup {
     kernel: Kernel,
-    previous: HashMap<usize, SiteStats>,
     last: Instant,
     sequence: u64,
     cost: CollectorCost,
@@ -134,7 +133,6 @@ impl Rollup {
     pub(crate) fn new(per_call_ns: f64, kernel: Kernel) -> Rollup {
         Rollup {
             kernel,
-            previous: HashMap::new(),
             last: Instant::now(),
             sequence: 0,
             cost: CollectorCost::default(),
@@ -145,22 +143,25 @@ impl Rollup {
         }
     }
 
-    /// Reads every site and returns the snapshot of the interval since the
-    /// previous call. `thread_cpu` is the collector thread's CPU time so far.
-    pub(crate) fn next(&mut self, thread_cpu: Duration) -> Snapshot {
+    /// Reads every site and returns the snapshot of the interval since
+    /// `previous`, the one this rollup made last (or the empty one).
+    /// `thread_cpu` is the collector thread's CPU time so far.
+    pub(crate) fn next(&mut self, previous: &Snapshot, thread_cpu: Duration) -> Snapshot {
         let started = Instant::now();
         let interval = started.saturating_duration_since(self.last);
         self.last = started;
         let seconds = interval.as_secs_f64();
         let mut interval_calls = 0u64;
+        // Both lists are sorted by site id: one walk through each.
+        let mut before = previous.sites.iter().peekable();
         let sites: Vec<SiteSnapshot> = sites()
             .into_iter()
             .map(|total| {
-                let interval = match self.previous.get(&total.id) {
-                    Some(before) => interval_between(before, &total, seconds),
+                while before.next_if(|s| s.total.id < total.id).is_some() {}
+                let interval = match before.next_if(|s| s.total.id == total.id) {
+                    Some(before) => interval_between(&before.total, &total, seconds),
                     None => interval_between(&SiteStats::zero_like(&total), &total, seconds),
                 };
-                self.previous.insert(total.id, total.clone());
                 // Every call that began counts, whether it ended or not.
                 interval_calls = interval_calls
                     .saturating_add(interval.calls + interval.cancelled + interval.panicked);
