@@ -92,6 +92,20 @@ struct {
 } io_stats SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FO_IO_TABLE);
+	__type(key, __u32);
+	__type(value, struct fo_io_entry);
+} io_table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fo_io_used);
+} io_used SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u32);
@@ -213,8 +227,29 @@ static __always_inline int moves_data(__u8 opcode)
 	}
 }
 
+/* The figures of (kind, opcode) on this CPU: its `io_table` entry when it
+ * holds it or can claim it, else its `io_stats` entry (created if missing),
+ * or NULL (counted) when that map is full. Per CPU, and only fo_complete
+ * writes them (a program never runs nested on one CPU): no atomics. */
 static __always_inline struct fo_io_stats *io_stats_of(__u32 kind, __u8 opcode)
 {
+	__u32 index = fo_io_index(kind, opcode);
+	struct fo_io_entry *entry = bpf_map_lookup_elem(&io_table, &index);
+	if (entry) {
+		if (entry->used && entry->key.kind == kind && entry->key.opcode == opcode)
+			return &entry->stats;
+		if (!entry->used) {
+			entry->key.kind = kind;
+			entry->key.opcode = opcode;
+			entry->used = 1;
+			__u32 zero = 0;
+			struct fo_io_used *used = bpf_map_lookup_elem(&io_used, &zero);
+			if (used)
+				__sync_fetch_and_or(&used->bits[(index / 64) & (FO_IO_TABLE / 64 - 1)],
+						    1ULL << (index % 64));
+			return &entry->stats;
+		}
+	}
 	struct fo_io_key key = { .kind = kind, .opcode = opcode };
 	struct fo_io_stats *stats = bpf_map_lookup_elem(&io_stats, &key);
 	if (stats)

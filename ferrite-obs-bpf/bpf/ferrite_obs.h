@@ -121,6 +121,31 @@ struct fo_io_stats {
 	__u64 buckets[FO_LOG2_BUCKETS];
 };
 
+/* Per-CPU array `io_table`: io figures direct-mapped by key (entry
+ * fo_io_index(key)). Each CPU's copy of an entry belongs to the first key
+ * that reaches it on that CPU (`used` 1); a key whose entry another holds
+ * counts in the per-CPU hash `io_stats` instead. A lookup in the array is a
+ * few instructions where a hash lookup hashes and compares the key. The
+ * single-entry array `io_used` has a bit per entry claimed on any CPU, so
+ * that a reader looks up only those. */
+#define FO_IO_TABLE_BITS 8
+#define FO_IO_TABLE (1u << FO_IO_TABLE_BITS)
+struct fo_io_entry {
+	struct fo_io_key key;
+	__u32 used;
+	__u32 _pad;
+	struct fo_io_stats stats;
+};
+struct fo_io_used {
+	__u64 bits[FO_IO_TABLE / 64];
+};
+
+/* The entry of `io_table` for a key: a multiplicative hash of both fields. */
+static inline __u32 fo_io_index(__u32 kind, __u32 opcode)
+{
+	return (kind * 0x9E3779B1u + opcode * 0x85EBCA77u) >> (32 - FO_IO_TABLE_BITS);
+}
+
 /* Value of `offcpu` (per CPU, key: command kind): time the process's
  * threads spent switched out while inside a poll of a command of that kind. */
 struct fo_offcpu {

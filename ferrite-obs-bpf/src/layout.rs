@@ -156,6 +156,46 @@ impl IoStats {
     }
 }
 
+/// Bits of an `io_table` index.
+pub const IO_TABLE_BITS: u32 = 8;
+/// Entries of the per-CPU `io_table` array.
+pub const IO_TABLE: usize = 1 << IO_TABLE_BITS;
+
+/// An entry of the per-CPU `io_table` array (`struct fo_io_entry`): the
+/// figures of the key that claimed it on that CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoEntry {
+    /// The key whose figures these are, when `used`.
+    pub key: IoKey,
+    /// 1 once a key has claimed the entry on this CPU.
+    pub used: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// The figures.
+    pub stats: IoStats,
+}
+
+/// The value of the `io_used` array (`struct fo_io_used`): bit `i` set
+/// when `io_table` entry `i` is claimed on some CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoUsed {
+    /// One bit per entry, entry `i` in word `i / 64`.
+    pub bits: [u64; IO_TABLE / 64],
+}
+
+impl IoUsed {
+    /// The claimed entries, ascending.
+    pub fn entries(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bits.iter().enumerate().flat_map(|(word, &bits)| {
+            (0..64u32)
+                .filter(move |bit| bits & (1 << bit) != 0)
+                .map(move |bit| word as u32 * 64 + bit)
+        })
+    }
+}
+
 /// Value of the per-CPU `offcpu` map (`struct fo_offcpu`), keyed by kind.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -424,6 +464,8 @@ mod pod {
         Inflight,
         IoKey,
         IoStats,
+        IoEntry,
+        IoUsed,
         OffCpu,
         CommandFigures,
         SwitchOut,

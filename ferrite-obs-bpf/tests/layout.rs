@@ -36,6 +36,8 @@ fn facts() -> Vec<(String, usize)> {
             ops = ops, errors = errors, bytes = bytes, punts = punts,
             latency_ns = latency_ns, buckets = buckets,
         }
+        fo_io_entry = IoEntry { key = key, used = used, _pad = _pad, stats = stats }
+        fo_io_used = IoUsed { bits = bits }
         fo_offcpu = OffCpu {
             blocked_ns = blocked_ns, preempted_ns = preempted_ns, switches = switches,
             long_blocks = long_blocks,
@@ -57,6 +59,8 @@ fn facts() -> Vec<(String, usize)> {
     facts.push(("FO_COMMAND_BITS".into(), COMMAND_BITS as usize));
     facts.push(("FO_COMMAND_SLOTS".into(), COMMAND_SLOTS));
     facts.push(("FO_LOG2_BUCKETS".into(), LOG2_BUCKETS));
+    facts.push(("FO_IO_TABLE_BITS".into(), IO_TABLE_BITS as usize));
+    facts.push(("FO_IO_TABLE".into(), IO_TABLE));
     facts.push(("FO_C_COUNT".into(), COUNTERS));
     for counter in Counter::ALL {
         let name = match counter {

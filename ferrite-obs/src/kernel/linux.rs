@@ -2,19 +2,21 @@
 //! attaches them, reads their maps at every rollup and detaches them at
 //! shutdown.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::error::Error as StdError;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use ferrite_obs_bpf::{Counter, Event, EventType, IoKey, IoStats, OffCpu, SLOTS, opcode_name};
+use ferrite_obs_bpf::{
+    Counter, Event, EventType, IoEntry, IoKey, IoStats, IoUsed, OffCpu, SLOTS, opcode_name,
+};
 
 use super::{
     IoFigures, KernelCounters, KernelEvent, KernelEventKind, KernelSnapshot, KernelStatus,
@@ -84,6 +86,8 @@ struct Loaded {
     generation: u32,
     ebpf: Ebpf,
     links: Vec<(&'static str, Link)>,
+    io_table: PerCpuArray<MapData, IoEntry>,
+    io_used: Array<MapData, IoUsed>,
     io_stats: PerCpuHashMap<MapData, IoKey, IoStats>,
     offcpu: PerCpuHashMap<MapData, u32, OffCpu>,
     counters: PerCpuArray<MapData, u64>,
@@ -251,6 +255,8 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     let threads_fd = duplicate(&threads_map)?;
     let loaded = Loaded {
         generation,
+        io_table: map(&mut ebpf, "io_table")?,
+        io_used: map(&mut ebpf, "io_used")?,
         io_stats: map(&mut ebpf, "io_stats")?,
         offcpu: map(&mut ebpf, "offcpu")?,
         counters: map(&mut ebpf, "counters")?,
@@ -548,8 +554,30 @@ impl Loaded {
         }
     }
 
+    /// Every key's io figures, summed over the CPUs: the `io_table` entries
+    /// claimed on some CPU (each CPU's copy holds the key that claimed it
+    /// there) and the `io_stats` hash behind them.
+    fn io_totals(&self) -> BTreeMap<IoKey, IoStats> {
+        let mut totals: BTreeMap<IoKey, IoStats> = BTreeMap::new();
+        let used = self.io_used.get(&0, 0).unwrap_or_default();
+        for index in used.entries() {
+            let Ok(per_cpu) = self.io_table.get(&index, 0) else {
+                continue;
+            };
+            for entry in per_cpu.iter().filter(|entry| entry.used != 0) {
+                totals.entry(entry.key).or_default().add(&entry.stats);
+            }
+        }
+        for (key, total) in fold(&self.io_stats, IoStats::add) {
+            totals.entry(key).or_default().add(&total);
+        }
+        totals
+    }
+
     fn io(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<IoFigures> {
-        let mut io: Vec<IoFigures> = fold(&self.io_stats, IoStats::add)
+        let mut io: Vec<IoFigures> = self
+            .io_totals()
+            .into_iter()
             .map(|(key, total)| IoFigures {
                 command: if key.kind == 0 { None } else { name(key.kind) },
                 opcode: key.opcode,
