@@ -41,8 +41,6 @@
 //! `calls + cancelled + panicked <= started`; once the writers have finished
 //! (joined), a read is exact. The loom models in `src/loom.rs` check both.
 
-use std::ptr;
-
 use crate::histogram::{BUCKETS, GROUP, Histogram, bucket_index};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
@@ -149,7 +147,7 @@ impl Shard {
                 sum_ns: AtomicU64::new(0),
                 touched: std::array::from_fn(|_| AtomicU64::new(0)),
                 tags: std::array::from_fn(|_| AtomicU8::new(FREE)),
-                overflow: AtomicPtr::new(ptr::null_mut()),
+                overflow: AtomicPtr::new(std::ptr::null_mut()),
                 pool: std::array::from_fn(|_| {
                     PoolEntry(std::array::from_fn(|_| AtomicU64::new(0)))
                 }),
@@ -218,26 +216,11 @@ impl Shard {
     fn overflow_or_allocate(&self) -> &Overflow {
         let installed = self.overflow.load(Ordering::Acquire);
         if !installed.is_null() {
-            // SAFETY: installed arrays come from `Box::into_raw` below and
-            // are never freed or replaced.
+            // SAFETY: installed by `install_once` below, never freed or
+            // replaced while the shard lives.
             return unsafe { &*installed };
         }
-        let fresh = Box::into_raw(zeroed_overflow());
-        let installed = match self.overflow.compare_exchange(
-            ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => fresh,
-            Err(theirs) => {
-                // SAFETY: `fresh` was never published: this is its only owner.
-                drop(unsafe { Box::from_raw(fresh) });
-                theirs
-            }
-        };
-        // SAFETY: as above.
-        unsafe { &*installed }
+        crate::sync::install_once(&self.overflow, zeroed_overflow())
     }
 
     #[inline(always)]

@@ -107,23 +107,7 @@ impl Site {
     #[inline(never)]
     fn install_shard(&'static self, slot: Slot, registry: &Registry) -> &'static Shard {
         registry.register(self);
-        let fresh = Box::into_raw(Shard::boxed());
-        let installed = match self.shards[slot.index].compare_exchange(
-            ptr::null_mut(),
-            fresh,
-            Ordering::Release,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => fresh,
-            Err(theirs) => {
-                // SAFETY: `fresh` came from `Box::into_raw` above and was not
-                // published, so this is its only owner.
-                drop(unsafe { Box::from_raw(fresh) });
-                theirs
-            }
-        };
-        // SAFETY: as in `shard`: installed shards live as long as the site.
-        unsafe { &*installed }
+        crate::sync::install_once(&self.shards[slot.index], Shard::boxed())
     }
 
     /// Asks the CPU to fetch the part of the shard table a fold reads.
