@@ -1028,3 +1028,80 @@ fn unprivileged_status_names_the_missing_capability_and_call_sites_still_work() 
         "call sites still count: {text}"
     );
 }
+
+/// A command root made at run time, the way `#[probe(command)]` makes one
+/// statically, named `name`.
+fn command_site(name: String) -> &'static ferrite_obs::__private::Site {
+    use ferrite_obs::__private::{Site, SiteMeta};
+    let c_name: &'static str = Box::leak(format!("{name}\0").into_boxed_str());
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    let meta: &'static SiteMeta = Box::leak(Box::new(SiteMeta {
+        name,
+        c_name,
+        module: module_path!(),
+        file: file!(),
+        line: line!(),
+        is_async: false,
+        is_command: true,
+    }));
+    Box::leak(Box::new(Site::new(meta)))
+}
+
+#[test]
+fn more_commands_than_the_io_table_holds_are_counted_exactly() {
+    use ferrite_obs::__private::{NeverErr, run};
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(handle) = start("more_commands_than_the_io_table_holds_are_counted_exactly") else {
+        return;
+    };
+    // More (command, opcode) keys than `io_table` has entries: on every
+    // CPU some keys find their entry held by another and count in the hash
+    // behind it, and a key can be in the table on one CPU and in the hash
+    // on another. The reader must add them all up.
+    let commands = ferrite_obs_bpf::IO_TABLE + 64;
+    const NOPS: u64 = 2;
+    let sites: Vec<_> = (0..commands)
+        .map(|i| command_site(format!("IO_TABLE_{i:03}")))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("ferrite-obs-io-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut worker = Worker::new(&dir, 0);
+    for batch in sites.chunks(32) {
+        for site in batch {
+            run::<_, NeverErr, true>(site, || {
+                for _ in 0..NOPS {
+                    worker.push(opcode::Nop::new().build(), true);
+                }
+            });
+        }
+        worker.submit_all();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let counted = |k: &KernelSnapshot| {
+        k.io.iter()
+            .filter(|io| {
+                io.opcode == OP_NOP && io.command.is_some_and(|c| c.starts_with("IO_TABLE_"))
+            })
+            .map(|io| io.ops)
+            .sum::<u64>()
+    };
+    let kernel = wait_for(&handle, "every NOP", |k| {
+        counted(k) >= commands as u64 * NOPS
+    });
+    let ops = ops_by_command(&kernel);
+    for site in &sites {
+        let name = site.meta().name;
+        assert_eq!(
+            ops.get(&(Some(name), OP_NOP)).copied(),
+            Some(NOPS),
+            "{name}: every NOP it pushed, counted once"
+        );
+    }
+    assert_eq!(counted(&kernel), commands as u64 * NOPS);
+    assert_eq!(
+        kernel.counters.stats_full, 0,
+        "the hash behind the table had room"
+    );
+    shutdown(handle);
+}
