@@ -236,12 +236,11 @@ static __always_inline struct fo_io_stats *io_stats_of(__u32 kind, __u8 opcode)
 	__u32 index = fo_io_index(kind, opcode);
 	struct fo_io_entry *entry = bpf_map_lookup_elem(&io_table, &index);
 	if (entry) {
-		if (entry->used && entry->key.kind == kind && entry->key.opcode == opcode)
+		__u64 tag = fo_io_tag(kind, opcode);
+		if (entry->tag == tag)
 			return &entry->stats;
-		if (!entry->used) {
-			entry->key.kind = kind;
-			entry->key.opcode = opcode;
-			entry->used = 1;
+		if (!entry->tag) {
+			entry->tag = tag; /* one store: see struct fo_io_entry */
 			__u32 zero = 0;
 			struct fo_io_used *used = bpf_map_lookup_elem(&io_used, &zero);
 			if (used)

@@ -123,22 +123,29 @@ struct fo_io_stats {
 
 /* Per-CPU array `io_table`: io figures direct-mapped by key (entry
  * fo_io_index(key)). Each CPU's copy of an entry belongs to the first key
- * that reaches it on that CPU (`used` 1); a key whose entry another holds
- * counts in the per-CPU hash `io_stats` instead. A lookup in the array is a
- * few instructions where a hash lookup hashes and compares the key. The
- * single-entry array `io_used` has a bit per entry claimed on any CPU, so
- * that a reader looks up only those. */
+ * that reaches it on that CPU; a key whose entry another holds counts in
+ * the per-CPU hash `io_stats` instead. A lookup in the array is a few
+ * instructions where a hash lookup hashes and compares the key. The key is
+ * the entry's `tag`, claimed with one 8-byte store (a reader copying the
+ * entry sees no tag or the whole of it, never half a key): 0 while free,
+ * else fo_io_tag(kind, opcode). The single-entry array `io_used` has a bit
+ * per entry claimed on any CPU, so that a reader looks up only those. */
 #define FO_IO_TABLE_BITS 8
 #define FO_IO_TABLE (1u << FO_IO_TABLE_BITS)
 struct fo_io_entry {
-	struct fo_io_key key;
-	__u32 used;
-	__u32 _pad;
+	__u64 tag;
 	struct fo_io_stats stats;
 };
 struct fo_io_used {
 	__u64 bits[FO_IO_TABLE / 64];
 };
+
+/* The tag of a claimed entry: the kind in the high 32 bits, the opcode in
+ * bits 8 to 15, and bit 0 set. */
+static inline __u64 fo_io_tag(__u32 kind, __u8 opcode)
+{
+	return ((__u64)kind << 32) | ((__u64)opcode << 8) | 1;
+}
 
 /* The entry of `io_table` for a key: a multiplicative hash of both fields. */
 static inline __u32 fo_io_index(__u32 kind, __u32 opcode)

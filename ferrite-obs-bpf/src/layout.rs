@@ -166,14 +166,29 @@ pub const IO_TABLE: usize = 1 << IO_TABLE_BITS;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoEntry {
-    /// The key whose figures these are, when `used`.
-    pub key: IoKey,
-    /// 1 once a key has claimed the entry on this CPU.
-    pub used: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// 0 while free, else the key that claimed the entry (see
+    /// [`IoEntry::key`]), written with one 8-byte store.
+    pub tag: u64,
     /// The figures.
     pub stats: IoStats,
+}
+
+impl IoEntry {
+    /// The key that claimed the entry, or `None` while it is free.
+    pub fn key(&self) -> Option<IoKey> {
+        (self.tag & 1 != 0).then_some(IoKey {
+            kind: (self.tag >> 32) as u32,
+            opcode: ((self.tag >> 8) & 0xff) as u32,
+        })
+    }
+}
+
+impl IoKey {
+    /// The tag of an `io_table` entry this key holds (`fo_io_tag`); the
+    /// programs see opcodes as bytes.
+    pub fn tag(&self) -> u64 {
+        (u64::from(self.kind) << 32) | (u64::from(self.opcode & 0xff) << 8) | 1
+    }
 }
 
 /// The value of the `io_used` array (`struct fo_io_used`): bit `i` set
@@ -186,6 +201,13 @@ pub struct IoUsed {
 }
 
 impl IoUsed {
+    /// Every entry claimed, for a reader that could not read the bits.
+    pub fn all() -> IoUsed {
+        IoUsed {
+            bits: [u64::MAX; IO_TABLE / 64],
+        }
+    }
+
     /// The claimed entries, ascending.
     pub fn entries(&self) -> impl Iterator<Item = u32> + '_ {
         self.bits.iter().enumerate().flat_map(|(word, &bits)| {

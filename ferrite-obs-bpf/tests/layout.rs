@@ -36,7 +36,7 @@ fn facts() -> Vec<(String, usize)> {
             ops = ops, errors = errors, bytes = bytes, punts = punts,
             latency_ns = latency_ns, buckets = buckets,
         }
-        fo_io_entry = IoEntry { key = key, used = used, _pad = _pad, stats = stats }
+        fo_io_entry = IoEntry { tag = tag, stats = stats }
         fo_io_used = IoUsed { bits = bits }
         fo_offcpu = OffCpu {
             blocked_ns = blocked_ns, preempted_ns = preempted_ns, switches = switches,
@@ -61,6 +61,19 @@ fn facts() -> Vec<(String, usize)> {
     facts.push(("FO_LOG2_BUCKETS".into(), LOG2_BUCKETS));
     facts.push(("FO_IO_TABLE_BITS".into(), IO_TABLE_BITS as usize));
     facts.push(("FO_IO_TABLE".into(), IO_TABLE));
+    // The entry tag, encoded by the programs and decoded by the reader.
+    for (kind, opcode) in [(0u32, 0u32), (7, 22), (u32::MAX, 255)] {
+        let key = IoKey { kind, opcode };
+        let tag = key.tag();
+        let decoded = IoEntry {
+            tag,
+            ..IoEntry::default()
+        }
+        .key();
+        assert_eq!(decoded, Some(key), "a tag decodes to its key");
+        facts.push((format!("fo_io_tag({kind}u, {opcode})"), tag as usize));
+    }
+    assert_eq!(IoEntry::default().key(), None, "a free entry has no key");
     facts.push(("FO_C_COUNT".into(), COUNTERS));
     for counter in Counter::ALL {
         let name = match counter {

@@ -175,10 +175,14 @@ impl Shard {
         }
     }
 
-    /// Asks the CPU to fetch what a fold of this shard reads first: the
-    /// counters, the bitmap and tags, and the first pool entry.
-    pub(crate) fn prefetch(&self) {
-        let base = std::ptr::from_ref(self).cast::<u8>();
+    /// Asks the CPU to fetch what a fold of the shard at `shard` (possibly
+    /// null) reads first: the counters, the bitmap and tags, and the first
+    /// pool entry.
+    pub(crate) fn prefetch(shard: *const Shard) {
+        if shard.is_null() {
+            return;
+        }
+        let base = shard.cast::<u8>();
         for offset in [0, 64, 128, 192] {
             crate::site::prefetch(base.wrapping_add(offset));
         }

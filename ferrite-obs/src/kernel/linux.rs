@@ -559,13 +559,16 @@ impl Loaded {
     /// there) and the `io_stats` hash behind them.
     fn io_totals(&self) -> BTreeMap<IoKey, IoStats> {
         let mut totals: BTreeMap<IoKey, IoStats> = BTreeMap::new();
-        let used = self.io_used.get(&0, 0).unwrap_or_default();
+        // Unreadable bits: look at every entry rather than miss some.
+        let used = self.io_used.get(&0, 0).unwrap_or_else(|_| IoUsed::all());
         for index in used.entries() {
             let Ok(per_cpu) = self.io_table.get(&index, 0) else {
                 continue;
             };
-            for entry in per_cpu.iter().filter(|entry| entry.used != 0) {
-                totals.entry(entry.key).or_default().add(&entry.stats);
+            for entry in per_cpu.iter() {
+                if let Some(key) = entry.key() {
+                    totals.entry(key).or_default().add(&entry.stats);
+                }
             }
         }
         for (key, total) in fold(&self.io_stats, IoStats::add) {
