@@ -77,7 +77,7 @@ impl<T: ErrReturn> Classify<T> for ErrOnResult {
 /// Whether a call must do anything at all. `is_command` is a constant of the
 /// call site, so for plain sites the command probes are not even read.
 #[inline(always)]
-fn wanted(recording: bool, is_command: bool) -> bool {
+pub(crate) fn wanted(recording: bool, is_command: bool) -> bool {
     recording
         | Probe::ProbeEnter.is_attached()
         | Probe::ProbeExit.is_attached()

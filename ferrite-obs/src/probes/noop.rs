@@ -19,8 +19,11 @@ pub(crate) fn recording_switch() -> &'static core::sync::atomic::AtomicBool {
 /// Whether a `#[probe]` call must do anything beyond the `tracing` check:
 /// recording is on (no tracer can attach to this build).
 #[inline(always)]
-pub(crate) fn wanted(_is_command: bool) -> bool {
-    recording_switch().load(core::sync::atomic::Ordering::Relaxed)
+pub(crate) fn wanted(is_command: bool) -> bool {
+    crate::guard::wanted(
+        recording_switch().load(core::sync::atomic::Ordering::Relaxed),
+        is_command,
+    )
 }
 
 #[inline(always)]

@@ -134,11 +134,10 @@ pub(crate) fn recording_switch() -> &'static core::sync::atomic::AtomicBool {
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub(crate) fn wanted(is_command: bool) -> bool {
-    use super::Probe;
-    recording_switch().load(core::sync::atomic::Ordering::Relaxed)
-        | attached(Probe::ProbeEnter)
-        | attached(Probe::ProbeExit)
-        | (is_command && (attached(Probe::CommandStart) | attached(Probe::CommandEnd)))
+    crate::guard::wanted(
+        recording_switch().load(core::sync::atomic::Ordering::Relaxed),
+        is_command,
+    )
 }
 
 // The semaphores are weak symbols that `usdt` defines next to each probe
