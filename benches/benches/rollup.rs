@@ -14,7 +14,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferrite_obs::__private::{NeverErr, Site, SiteMeta, run};
+use ferrite_obs::__private::{NeverErr, Site, leaked_site, run};
 use ferrite_obs::Config;
 
 const SITES: usize = 1_000;
@@ -30,25 +30,11 @@ fn rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// A call site made at run time, the way `#[probe]` makes one statically.
-fn site(i: usize) -> &'static Site {
-    let name: &'static str = Box::leak(format!("site_{i:04}").into_boxed_str());
-    let c_name: &'static str = Box::leak(format!("site_{i:04}\0").into_boxed_str());
-    let meta: &'static SiteMeta = Box::leak(Box::new(SiteMeta {
-        name,
-        c_name,
-        module: module_path!(),
-        file: file!(),
-        line: line!(),
-        is_async: false,
-        is_command: false,
-    }));
-    Box::leak(Box::new(Site::new(meta)))
-}
-
 fn main() {
     let rss_start = rss();
-    let sites: Vec<&'static Site> = (0..SITES).map(site).collect();
+    let sites: Vec<&'static Site> = (0..SITES)
+        .map(|i| leaked_site(format!("site_{i:04}"), false))
+        .collect();
     let rss_sites = rss();
 
     let handle = ferrite_obs::start(Config {

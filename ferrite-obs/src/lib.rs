@@ -178,6 +178,8 @@ pub mod __private {
         Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, active, call_once, run,
         run_spanned,
     };
+    #[cfg(not(loom))]
+    pub use crate::site::leaked_site;
     pub use crate::site::{Site, SiteMeta};
     pub use tracing;
 }

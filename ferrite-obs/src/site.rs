@@ -172,6 +172,25 @@ pub(crate) fn kind_of(id: usize) -> u32 {
     u32::try_from(id + 1).unwrap_or(0)
 }
 
+/// A call site made at run time, the way `#[probe]` makes one statically,
+/// named `name`; its memory is never freed (sites are `'static`). For
+/// benchmarks and tests that need more sites than they can write out.
+#[cfg(not(loom))]
+pub fn leaked_site(name: String, is_command: bool) -> &'static Site {
+    let c_name: &'static str = Box::leak(format!("{name}\0").into_boxed_str());
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    let meta: &'static SiteMeta = Box::leak(Box::new(SiteMeta {
+        name,
+        c_name,
+        module: module_path!(),
+        file: file!(),
+        line: line!(),
+        is_async: false,
+        is_command,
+    }));
+    Box::leak(Box::new(Site::new(meta)))
+}
+
 /// A hint to fetch the cache line at `address` (nothing elsewhere than on
 /// x86-64; never a fault: prefetching is not an access).
 #[inline(always)]

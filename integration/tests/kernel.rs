@@ -64,6 +64,13 @@ fn start_with(test: &str, config: Config) -> Option<Handle> {
     }
 }
 
+/// A fresh directory for this process's files of test `what`.
+fn scratch_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrite-obs-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Waits until the published kernel figures satisfy `done`.
 fn wait_for(handle: &Handle, what: &str, done: impl Fn(&KernelSnapshot) -> bool) -> KernelSnapshot {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -240,8 +247,7 @@ fn io_uring_requests_are_attributed_to_their_commands_exactly() {
 
     const THREADS: usize = 4;
     const BATCHES: u64 = 50;
-    let dir = std::env::temp_dir().join(format!("ferrite-obs-kernel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("kernel");
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let dir = dir.clone();
@@ -497,8 +503,7 @@ fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
     const THREADS: usize = 2;
     const TASKS: u64 = 32;
     const COMMANDS: u64 = 20;
-    let dir = std::env::temp_dir().join(format!("ferrite-obs-uring-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("uring");
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let path = dir.join(format!("thread-{t}"));
@@ -629,8 +634,7 @@ fn a_thread_without_a_slot_table_is_counted_and_unattributed() {
         return;
     };
     let before = handle.snapshot().kernel.clone().unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!("ferrite-obs-tables-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("tables");
     const CALLS: u64 = 10;
     let run = |dir: std::path::PathBuf, index: usize| read3_pushed(&dir, index, CALLS).submit_all();
 
@@ -709,8 +713,7 @@ fn threads_whose_registrations_collide_are_both_attributed() {
         return;
     };
     let before = handle.snapshot().kernel.clone().unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!("ferrite-obs-collide-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("collide");
     const CALLS: u64 = 10;
 
     // The first thread registers (in the array) as it tags its SQEs, and
@@ -1029,27 +1032,9 @@ fn unprivileged_status_names_the_missing_capability_and_call_sites_still_work() 
     );
 }
 
-/// A command root made at run time, the way `#[probe(command)]` makes one
-/// statically, named `name`.
-fn command_site(name: String) -> &'static ferrite_obs::__private::Site {
-    use ferrite_obs::__private::{Site, SiteMeta};
-    let c_name: &'static str = Box::leak(format!("{name}\0").into_boxed_str());
-    let name: &'static str = Box::leak(name.into_boxed_str());
-    let meta: &'static SiteMeta = Box::leak(Box::new(SiteMeta {
-        name,
-        c_name,
-        module: module_path!(),
-        file: file!(),
-        line: line!(),
-        is_async: false,
-        is_command: true,
-    }));
-    Box::leak(Box::new(Site::new(meta)))
-}
-
 #[test]
 fn more_commands_than_the_io_table_holds_are_counted_exactly() {
-    use ferrite_obs::__private::{NeverErr, run};
+    use ferrite_obs::__private::{NeverErr, leaked_site, run};
     let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(handle) = start("more_commands_than_the_io_table_holds_are_counted_exactly") else {
         return;
@@ -1061,10 +1046,9 @@ fn more_commands_than_the_io_table_holds_are_counted_exactly() {
     let commands = ferrite_obs_bpf::IO_TABLE + 64;
     const NOPS: u64 = 2;
     let sites: Vec<_> = (0..commands)
-        .map(|i| command_site(format!("IO_TABLE_{i:03}")))
+        .map(|i| leaked_site(format!("IO_TABLE_{i:03}"), true))
         .collect();
-    let dir = std::env::temp_dir().join(format!("ferrite-obs-io-table-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("io-table");
     let mut worker = Worker::new(&dir, 0);
     for batch in sites.chunks(32) {
         for site in batch {
