@@ -241,12 +241,15 @@ fn instrument(args: &Args, function: ItemFn) -> TokenStream {
                     ::ferrite_obs::__private::call_once(__ferrite_body)
                 }
                 ::core::option::Option::None => {
+                    // Lays the inactive call out as the straight path.
+                    ::core::hint::cold_path();
                     ::ferrite_obs::__private::run::<_, #classify, #is_command>(
                         &__FERRITE_SITE,
                         __ferrite_body,
                     )
                 }
                 ::core::option::Option::Some(__ferrite_span) => {
+                    ::core::hint::cold_path();
                     ::ferrite_obs::__private::run_spanned::<_, #classify, #is_command>(
                         &__FERRITE_SITE,
                         __ferrite_span,

@@ -1,68 +1,69 @@
 //! The clock used to time calls.
 //!
 //! Timing a call takes two readings, and on this hot path the clock is most of
-//! the cost: the TSC (through `quanta`, calibrated against `CLOCK_MONOTONIC`)
-//! costs about half of `clock_gettime`. Calibration takes up to 200 ms, so it
-//! runs when recording is turned on ([`calibrate`]), never inside a probed
-//! call. Until then (a tracer attached to a process whose runtime is off),
-//! readings come from the monotonic clock. A reading carries the clock it was
-//! taken from, and the end of an interval is read from that same clock.
+//! the cost: `rdtsc`, scaled by `quanta`'s calibration against
+//! `CLOCK_MONOTONIC`, costs about half of `clock_gettime`. Calibration takes
+//! up to 200 ms, so it runs when recording is turned on ([`calibrate`]),
+//! never inside a probed call. Until then (a tracer attached to a process
+//! whose runtime is off), and wherever quanta does not use the TSC (it finds
+//! it unstable, or the CPU is not x86-64), readings come from the monotonic
+//! clock. A reading carries the clock it was taken from, and the end of an
+//! interval is read from that same clock.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-static TSC: OnceLock<Tsc> = OnceLock::new();
+/// Nanoseconds per TSC tick in 32.32 fixed point, from quanta's calibration;
+/// 0 until [`calibrate`] has run, and where the TSC is not the clock (quanta
+/// falls back to the monotonic clock, or the CPU is not x86-64). A reading
+/// loads it once and carries it, so that scaling an interval is one
+/// multiplication and a shift, with no branch on the kind of clock.
+static NS_PER_TICK: AtomicU64 = AtomicU64::new(0);
+/// The clock calibrated against `CLOCK_MONOTONIC`, kept for its scaling.
+static CALIBRATED: OnceLock<quanta::Clock> = OnceLock::new();
 static MONOTONIC_BASE: OnceLock<Instant> = OnceLock::new();
 
-/// The calibrated clock: quanta's, and whether its raw readings are the TSC
-/// itself, so that the hot path can read `rdtsc` without a call.
-#[derive(Debug)]
-struct Tsc {
-    clock: quanta::Clock,
-    raw_is_rdtsc: bool,
-    /// Nanoseconds per raw tick in 32.32 fixed point, taken from quanta's
-    /// calibration: scaling an interval is then one multiplication and a
-    /// shift, with no branch on quanta's clock kind.
-    ns_per_tick: u64,
-}
-
-/// Fractional bits of `Tsc::ns_per_tick`.
+/// Fractional bits of [`NS_PER_TICK`].
 const SCALE_SHIFT: u32 = 32;
 
-impl Tsc {
-    fn new() -> Tsc {
-        let clock = quanta::Clock::new();
-        let raw_is_rdtsc = raw_is_rdtsc(&clock);
-        // Over 2^40 ticks (minutes of TSC time), quanta's own scaling gives
-        // the ratio to better than one part in a billion.
-        const TICKS: u64 = 1 << 40;
-        let ns = clock.delta_as_nanos(0, TICKS);
-        let ns_per_tick =
-            u64::try_from((u128::from(ns) << SCALE_SHIFT) / u128::from(TICKS)).unwrap_or(u64::MAX);
-        Tsc {
-            clock,
-            raw_is_rdtsc,
-            ns_per_tick,
-        }
+/// The fixed-point scale of `clock`'s raw readings, or 0 where they are not
+/// the TSC or where a tick lasts a nanosecond or more (a TSC slower than
+/// 1 GHz): with a scale below 2^32 a scaled interval is never more ticks
+/// than it had, so it always fits in 64 bits.
+fn ns_per_tick(clock: &quanta::Clock) -> u64 {
+    if !raw_is_rdtsc(clock) {
+        return 0;
     }
+    // Over 2^40 ticks (minutes of TSC time), quanta's own scaling gives the
+    // ratio to better than one part in a billion.
+    const TICKS: u64 = 1 << 40;
+    let ns = clock.delta_as_nanos(0, TICKS);
+    let scale = (u128::from(ns) << SCALE_SHIFT) / u128::from(TICKS);
+    u64::try_from(scale)
+        .ok()
+        .filter(|&scale| scale < 1 << SCALE_SHIFT)
+        .unwrap_or(0)
+}
 
-    /// Nanoseconds in `ticks` raw ticks (saturating).
-    #[inline(always)]
-    fn scale(&self, ticks: u64) -> u64 {
-        let ns = (u128::from(ticks) * u128::from(self.ns_per_tick)) >> SCALE_SHIFT;
-        u64::try_from(ns).unwrap_or(u64::MAX)
-    }
+/// Nanoseconds in `ticks` TSC ticks at `ns_per_tick` (below 2^32).
+#[inline(always)]
+fn scale(ticks: u64, ns_per_tick: u64) -> u64 {
+    // `ns_per_tick < 2^32`, so the product shifted back is below `ticks`.
+    ((u128::from(ticks) * u128::from(ns_per_tick)) >> SCALE_SHIFT) as u64
+}
 
-    #[inline(always)]
-    fn raw(&self) -> u64 {
-        #[cfg(target_arch = "x86_64")]
-        if self.raw_is_rdtsc {
-            // SAFETY: `rdtsc` has no preconditions; `raw_is_rdtsc` says the
-            // CPU has it and that quanta scales its readings.
-            return unsafe { core::arch::x86_64::_rdtsc() };
-        }
-        self.clock.raw()
+/// The TSC.
+#[inline(always)]
+fn rdtsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `rdtsc` has no preconditions; it is read only where
+        // `NS_PER_TICK` is set, which `raw_is_rdtsc` allows only on x86-64.
+        unsafe { core::arch::x86_64::_rdtsc() }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("NS_PER_TICK is 0 off x86-64")
 }
 
 /// Whether quanta reads the TSC: its raw reading falls between two `rdtsc`
@@ -87,27 +88,32 @@ fn raw_is_rdtsc(clock: &quanta::Clock) -> bool {
     }
 }
 
-/// One clock reading: raw ticks of `tsc`, or monotonic nanoseconds since
-/// `MONOTONIC_BASE` when `tsc` is `None`.
+/// One clock reading: TSC ticks when `ns_per_tick` is set (the scale in
+/// force when it was taken), else monotonic nanoseconds since
+/// `MONOTONIC_BASE`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stamp {
     raw: u64,
-    tsc: Option<&'static Tsc>,
+    ns_per_tick: u64,
 }
 
 impl Stamp {
     /// A placeholder for calls that are not timed; its intervals are zero.
-    pub(crate) const ZERO: Stamp = Stamp { raw: 0, tsc: None };
+    pub(crate) const ZERO: Stamp = Stamp {
+        raw: 0,
+        ns_per_tick: 0,
+    };
 
     /// A reading from the clock this one was read from.
     #[inline(always)]
     pub(crate) fn now_like(self) -> Stamp {
-        match self.tsc {
-            Some(clock) => Stamp {
-                raw: clock.raw(),
-                tsc: Some(clock),
-            },
-            None => monotonic(),
+        if self.ns_per_tick != 0 {
+            Stamp {
+                raw: rdtsc(),
+                ns_per_tick: self.ns_per_tick,
+            }
+        } else {
+            monotonic()
         }
     }
 
@@ -115,9 +121,11 @@ impl Stamp {
     /// zero if `end` is not later.
     #[inline(always)]
     pub(crate) fn elapsed_ns(self, end: Stamp) -> u64 {
-        match self.tsc {
-            Some(tsc) => tsc.scale(end.raw.saturating_sub(self.raw)),
-            None => end.raw.saturating_sub(self.raw),
+        let delta = end.raw.saturating_sub(self.raw);
+        if self.ns_per_tick != 0 {
+            scale(delta, self.ns_per_tick)
+        } else {
+            delta
         }
     }
 
@@ -130,18 +138,23 @@ impl Stamp {
 
 /// Calibrates the TSC clock (once per process; up to 200 ms the first time).
 pub(crate) fn calibrate() {
-    TSC.get_or_init(Tsc::new);
+    let clock = CALIBRATED.get_or_init(quanta::Clock::new);
+    NS_PER_TICK.store(ns_per_tick(clock), Ordering::Relaxed);
 }
 
 /// A reading from the best clock available now.
 #[inline(always)]
 pub(crate) fn now() -> Stamp {
-    match TSC.get() {
-        Some(clock) => Stamp {
-            raw: clock.raw(),
-            tsc: Some(clock),
-        },
-        None => monotonic(),
+    // Relaxed: a reading carries the scale it was taken with, so a call
+    // that starts before calibration ends on the clock it started on.
+    let ns_per_tick = NS_PER_TICK.load(Ordering::Relaxed);
+    if ns_per_tick != 0 {
+        Stamp {
+            raw: rdtsc(),
+            ns_per_tick,
+        }
+    } else {
+        monotonic()
     }
 }
 
@@ -150,7 +163,7 @@ fn monotonic() -> Stamp {
     let base = MONOTONIC_BASE.get_or_init(Instant::now);
     Stamp {
         raw: u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX),
-        tsc: None,
+        ns_per_tick: 0,
     }
 }
 
@@ -170,9 +183,11 @@ mod tests {
 
         calibrate();
         let start = now();
-        assert!(
-            start.tsc.is_some(),
-            "calibrated readings come from the TSC clock"
+        let clock = CALIBRATED.get().expect("calibrated");
+        assert_eq!(
+            start.ns_per_tick != 0,
+            raw_is_rdtsc(clock),
+            "calibrated readings come from the TSC wherever quanta reads it"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
         let ns = start.elapsed();
@@ -180,13 +195,20 @@ mod tests {
         assert_eq!(Stamp::ZERO.elapsed_ns(Stamp::ZERO), 0);
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn fixed_point_scaling_agrees_with_quanta() {
         calibrate();
-        let tsc = TSC.get().expect("calibrated");
-        for ticks in [0u64, 1, 1_000, 123_456_789, 1 << 36, 1 << 44] {
-            let ours = tsc.scale(ticks) as f64;
-            let theirs = tsc.clock.delta_as_nanos(0, ticks) as f64;
+        let clock = CALIBRATED.get().expect("calibrated");
+        let ns_per_tick = NS_PER_TICK.load(Ordering::Relaxed);
+        if !raw_is_rdtsc(clock) {
+            eprintln!("quanta does not read the TSC on this machine: nothing to compare");
+            return;
+        }
+        assert!((1..1 << SCALE_SHIFT).contains(&ns_per_tick));
+        for ticks in [0u64, 1, 1_000, 123_456_789, 1 << 36, 1 << 44, u64::MAX] {
+            let ours = scale(ticks, ns_per_tick) as f64;
+            let theirs = clock.delta_as_nanos(0, ticks) as f64;
             assert!(
                 (ours - theirs).abs() <= 1.0 + theirs * 1e-8,
                 "{ticks} ticks: {ours} ns here, {theirs} ns by quanta"
@@ -194,11 +216,11 @@ mod tests {
         }
         let later = Stamp {
             raw: 10,
-            tsc: Some(tsc),
+            ns_per_tick,
         };
         let earlier = Stamp {
             raw: 5,
-            tsc: Some(tsc),
+            ns_per_tick,
         };
         assert_eq!(later.elapsed_ns(earlier), 0, "a reversed interval is zero");
     }

@@ -20,8 +20,7 @@ use tracing::Span;
 use crate::clock::{self, Stamp};
 use crate::command::{self, Previous, Scope};
 use crate::kernel;
-use crate::probes::{Probe, backend};
-use crate::recording::is_recording;
+use crate::probes::{Gate, backend};
 use crate::registry::REGISTRY;
 use crate::shard::Shard;
 use crate::site::Site;
@@ -74,22 +73,6 @@ impl<T: ErrReturn> Classify<T> for ErrOnResult {
     }
 }
 
-/// Whether a call must do anything at all. `is_command` is a constant of the
-/// call site, so for plain sites the command probes are not even read.
-#[inline(always)]
-pub(crate) fn wanted(recording: bool, is_command: bool) -> bool {
-    recording
-        | Probe::ProbeEnter.is_attached()
-        | Probe::ProbeExit.is_attached()
-        | (is_command && (Probe::CommandStart.is_attached() | Probe::CommandEnd.is_attached()))
-}
-
-/// Whether the exit probes will want an elapsed time.
-#[inline(always)]
-fn exit_traced(is_command: bool) -> bool {
-    Probe::ProbeExit.is_attached() | (is_command && Probe::CommandEnd.is_attached())
-}
-
 /// The common start of an active call: command bookkeeping and entry probes.
 /// Returns the id of the command this call starts, or 0 for a call that is
 /// not a command root (its probes then report the thread's current command,
@@ -130,7 +113,7 @@ fn local_shard(site: &'static Site) -> (&'static Shard, bool) {
 /// the generated code. `is_command` is the site's own (constant) flag.
 #[inline(always)]
 pub fn active(is_command: bool) -> bool {
-    crate::probes::backend::wanted(is_command)
+    backend::gate().wanted(is_command)
 }
 
 /// One call of a synchronous `#[probe]` function that is recorded or traced:
@@ -148,14 +131,54 @@ pub fn run<R, C: Classify<R>, const COMMAND: bool>(
     site: &'static Site,
     body: impl FnOnce() -> R,
 ) -> R {
-    let recording = is_recording();
-    if !wanted(recording, COMMAND) {
+    // One reading of the gate decides the whole call.
+    let gate = backend::gate();
+    if !COMMAND && gate.recording_only() {
+        return record(site, body, C::is_err);
+    }
+    if !gate.wanted(COMMAND) {
         return body();
     }
-    let call = SyncCall::<COMMAND>::begin(site, recording);
+    let call = SyncCall::<COMMAND>::begin(site, gate);
     let output = body();
     call.finish(C::is_err(&output));
     output
+}
+
+/// A plain call while recording is on and no tracer is attached to its
+/// probes, the common case in production: the shard and the clock, nothing
+/// else. A tracer that attaches during the call sees the calls that begin
+/// after it.
+#[inline(always)]
+fn record<R>(site: &'static Site, body: impl FnOnce() -> R, is_err: fn(&R) -> bool) -> R {
+    let (shard, exclusive) = local_shard(site);
+    shard.record_start(exclusive);
+    let call = Recorded {
+        shard,
+        exclusive,
+        start: clock::now(),
+    };
+    let output = body();
+    let error = is_err(&output);
+    // Ended here, so not again by `drop`, which is left to the unwinding of
+    // a body that panicked.
+    let call = std::mem::ManuallyDrop::new(call);
+    call.shard
+        .record_end(call.start.elapsed(), error, call.exclusive);
+    output
+}
+
+/// A call on [`record`]'s path: counts a panic if the body unwinds.
+struct Recorded {
+    shard: &'static Shard,
+    exclusive: bool,
+    start: Stamp,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.shard.record_abandoned(true, self.exclusive);
+    }
 }
 
 /// Calls `body` once: the inactive path of a synchronous site. Through a
@@ -195,8 +218,9 @@ struct SyncCall<const COMMAND: bool> {
 
 impl<const COMMAND: bool> SyncCall<COMMAND> {
     #[inline(always)]
-    fn begin(site: &'static Site, recording: bool) -> Self {
+    fn begin(site: &'static Site, gate: Gate) -> Self {
         let is_command = COMMAND;
+        let recording = gate.recording();
         let command = begin(site, is_command);
         let (shard, exclusive) = if recording {
             let (shard, exclusive) = local_shard(site);
@@ -213,7 +237,7 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
             Previous::default()
         };
         // Last, so the call's own bookkeeping is not timed.
-        let timed = recording || exit_traced(is_command);
+        let timed = recording || gate.exit_traced(is_command);
         let start = if timed { clock::now() } else { Stamp::ZERO };
         SyncCall {
             site,
@@ -346,8 +370,9 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
         // The first poll's start is the call's start: one clock reading.
         let mut first_poll_start = None;
         if let State::NotStarted = this.state {
-            let recording = is_recording();
-            *this.state = if wanted(recording, site.meta.is_command) {
+            let gate = backend::gate();
+            let recording = gate.recording();
+            *this.state = if gate.wanted(site.meta.is_command) {
                 // Resolved now: the end may come in a drop outside any
                 // command's poll.
                 let command = match begin(site, site.meta.is_command) {
@@ -358,7 +383,7 @@ impl<F: Future, C: Classify<F::Output>> Future for Instrumented<F, C> {
                     let (shard, exclusive) = local_shard(site);
                     shard.record_start(exclusive);
                 }
-                let start = (recording || exit_traced(site.meta.is_command)).then(clock::now);
+                let start = (recording || gate.exit_traced(site.meta.is_command)).then(clock::now);
                 first_poll_start = start;
                 State::Running(Running {
                     command,

@@ -118,6 +118,68 @@ impl Probe {
     }
 }
 
+/// One reading of what a `#[probe]` call must do, laid out as the gate word
+/// of the x86-64 stapsdt backend (where it is one load): byte 0 the
+/// recording switch, then the 16-bit semaphores of `probe_enter` (bytes 2-3),
+/// `probe_exit` (4-5) and `command_start` (6-7). `command_end`'s semaphore is
+/// read on its own, by command roots only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Gate(u64);
+
+impl Gate {
+    /// The word of backends that keep the switch and semaphores apart.
+    #[allow(dead_code, reason = "used by the backends without the x86-64 gate")]
+    #[inline(always)]
+    pub(crate) fn from_parts(recording: bool, enter: bool, exit: bool, start: bool) -> Gate {
+        Gate(
+            u64::from(recording)
+                | u64::from(enter) << 16
+                | u64::from(exit) << 32
+                | u64::from(start) << 48,
+        )
+    }
+
+    /// The word as loaded from the gate.
+    #[allow(dead_code, reason = "used by the x86-64 stapsdt backend")]
+    #[inline(always)]
+    pub(crate) const fn from_word(word: u64) -> Gate {
+        Gate(word)
+    }
+
+    /// Whether recording is on.
+    #[inline(always)]
+    pub(crate) fn recording(self) -> bool {
+        self.0 as u8 != 0
+    }
+
+    /// Whether a call must do anything beyond the `tracing` check: recording
+    /// is on, or a tracer is attached to a probe the call fires. For a plain
+    /// site a test of the word's low six bytes (the switch, a spare byte that
+    /// stays zero, `probe_enter`, `probe_exit`).
+    #[inline(always)]
+    pub(crate) fn wanted(self, is_command: bool) -> bool {
+        if is_command {
+            self.0 != 0 || backend::attached(Probe::CommandEnd)
+        } else {
+            self.0 << 16 != 0
+        }
+    }
+
+    /// Whether recording is on and no tracer is attached to the probes of a
+    /// plain call (`probe_enter`, `probe_exit`).
+    #[inline(always)]
+    pub(crate) fn recording_only(self) -> bool {
+        // The spare byte stays zero.
+        self.0 & 0xffff_ffff_ffff == 1
+    }
+
+    /// Whether the call's exit probes want its elapsed time.
+    #[inline(always)]
+    pub(crate) fn exit_traced(self, is_command: bool) -> bool {
+        (self.0 >> 32) as u16 != 0 || (is_command && backend::attached(Probe::CommandEnd))
+    }
+}
+
 /// Fires `command_start` for a command the host tracks itself (commands
 /// under `#[probe(command)]` fire it automatically).
 #[inline(always)]

@@ -16,13 +16,14 @@ pub(crate) fn recording_switch() -> &'static core::sync::atomic::AtomicBool {
     &RECORDING
 }
 
-/// Whether a `#[probe]` call must do anything beyond the `tracing` check:
-/// recording is on (no tracer can attach to this build).
+/// The recording switch (no tracer can attach to this build).
 #[inline(always)]
-pub(crate) fn wanted(is_command: bool) -> bool {
-    crate::guard::wanted(
+pub(crate) fn gate() -> super::Gate {
+    super::Gate::from_parts(
         recording_switch().load(core::sync::atomic::Ordering::Relaxed),
-        is_command,
+        false,
+        false,
+        false,
     )
 }
 

@@ -90,33 +90,25 @@ pub(crate) fn recording_switch() -> &'static core::sync::atomic::AtomicBool {
     unsafe { &__ferrite_gate }
 }
 
-/// Whether a `#[probe]` call must do anything beyond the `tracing` check:
-/// recording is on, or a tracer is attached to a probe the call fires.
-///
-/// For a plain site one 8-byte load (RIP-relative through `sym`, not the
-/// GOT) and a test of its low six bytes: the switch, `probe_enter` and
-/// `probe_exit`. A command root also tests `command_start` and
-/// `command_end`.
+/// The gate's first eight bytes, read with one RIP-relative load (through
+/// `sym`, not the GOT): the switch and the semaphores of `probe_enter`,
+/// `probe_exit` and `command_start`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(crate) fn wanted(is_command: bool) -> bool {
-    let gate: u64;
+pub(crate) fn gate() -> super::Gate {
+    let word: u64;
     // SAFETY: reads the gate's first eight bytes, defined above; the kernel
     // and `set_recording` update them asynchronously, and the asm is not
     // `pure`, so every call reads them afresh.
     unsafe {
         core::arch::asm!(
-            "mov {gate}, qword ptr [rip + {sym}]",
-            gate = out(reg) gate,
+            "mov {word}, qword ptr [rip + {sym}]",
+            word = out(reg) word,
             sym = sym __ferrite_gate,
             options(nostack, preserves_flags, readonly),
         );
     }
-    if is_command {
-        gate != 0 || attached(super::Probe::CommandEnd)
-    } else {
-        gate << 16 != 0
-    }
+    super::Gate::from_word(word)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -129,14 +121,17 @@ pub(crate) fn recording_switch() -> &'static core::sync::atomic::AtomicBool {
     &RECORDING
 }
 
-/// Whether a `#[probe]` call must do anything beyond the `tracing` check:
-/// recording is on, or a tracer is attached to a probe the call fires.
+/// The switch and the semaphores of `probe_enter`, `probe_exit` and
+/// `command_start`, read one by one.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-pub(crate) fn wanted(is_command: bool) -> bool {
-    crate::guard::wanted(
+pub(crate) fn gate() -> super::Gate {
+    use super::Probe;
+    super::Gate::from_parts(
         recording_switch().load(core::sync::atomic::Ordering::Relaxed),
-        is_command,
+        attached(Probe::ProbeEnter),
+        attached(Probe::ProbeExit),
+        attached(Probe::CommandStart),
     )
 }
 
