@@ -84,6 +84,9 @@ pub(crate) struct Shard {
     tags: [AtomicU8; POOL],
     /// The overflow array, or null until a group needs it.
     overflow: AtomicPtr<Overflow>,
+    /// An exclusive writer's last completed call, not yet in its bucket:
+    /// its nanoseconds + 1 (saturating), or 0 before the first call.
+    pending: AtomicU64,
     pool: [PoolEntry; POOL],
 }
 
@@ -152,6 +155,7 @@ impl Shard {
                 touched: std::array::from_fn(|_| AtomicU64::new(0)),
                 tags: std::array::from_fn(|_| AtomicU8::new(FREE)),
                 overflow: AtomicPtr::new(std::ptr::null_mut()),
+                pending: AtomicU64::new(0),
                 pool: std::array::from_fn(|_| {
                     PoolEntry(std::array::from_fn(|_| AtomicU64::new(0)))
                 }),
@@ -166,13 +170,30 @@ impl Shard {
 
     #[inline(always)]
     pub(crate) fn record_end(&self, elapsed_ns: u64, error: bool, exclusive: bool) {
-        let index = bucket_index(elapsed_ns).min(SHARD_BUCKETS - 1);
-        count(self.bucket(index, exclusive), exclusive, Ordering::Relaxed);
+        if exclusive {
+            // The previous call's bucket: its address is known long before
+            // this call's clock reading, which the CPU then need not wait
+            // for before it can place the store.
+            let pending = self.pending.load(Ordering::Relaxed);
+            if pending != 0 {
+                self.count_in_bucket(pending - 1, true);
+            }
+            self.pending
+                .store(elapsed_ns.saturating_add(1), Ordering::Relaxed);
+        } else {
+            self.count_in_bucket(elapsed_ns, false);
+        }
         add_ns(&self.sum_ns, elapsed_ns, exclusive);
         count(&self.completed, exclusive, Ordering::Release);
         if error {
             count(&self.errors, exclusive, Ordering::Release);
         }
+    }
+
+    #[inline(always)]
+    fn count_in_bucket(&self, elapsed_ns: u64, exclusive: bool) {
+        let index = bucket_index(elapsed_ns).min(SHARD_BUCKETS - 1);
+        count(self.bucket(index, exclusive), exclusive, Ordering::Relaxed);
     }
 
     /// Asks the CPU to fetch what a fold of the shard at `shard` (possibly
@@ -291,6 +312,10 @@ impl Shard {
                 totals.panicked = totals.panicked.saturating_add(acquire(&self.panicked));
             }
             ReadPhase::Latency => {
+                // Calls this shard had completed: every one but the last is
+                // in a bucket, that last one perhaps still pending.
+                let completed = acquire(&self.completed);
+                let mut in_buckets = 0u64;
                 for (word_index, word) in self.touched.iter().enumerate() {
                     let mut groups = relaxed(word);
                     while groups != 0 {
@@ -314,9 +339,19 @@ impl Shard {
                         let mut counts = [0u64; GROUP];
                         for (count, bucket) in counts.iter_mut().zip(buckets) {
                             *count = relaxed(bucket);
+                            in_buckets = in_buckets.saturating_add(*count);
                         }
                         totals.histogram.add_group(group, &counts);
                     }
+                }
+                // Read after the buckets: a later call than the one missing
+                // from them, or that one; never one already counted (the
+                // buckets hold exactly `completed - 1` calls when read so).
+                let pending = relaxed(&self.pending);
+                if pending != 0 && in_buckets < completed {
+                    totals
+                        .histogram
+                        .add_bucket(bucket_index(pending - 1).min(SHARD_BUCKETS - 1), 1);
                 }
                 totals.histogram.add_sum(relaxed(&self.sum_ns));
                 totals.polls = totals.polls.saturating_add(relaxed(&self.polls));
