@@ -8,15 +8,21 @@
 //! Writers publish in this order, the last store of each group with `Release`:
 //!
 //! 1. `started` when a call begins;
-//! 2. when it ends: the first time a call lands in a group of buckets, its
-//!    bit in `touched`, then where the group's counts live (for an
-//!    exclusive writer, the group's pool entry, whose tag is stored with
-//!    `Release`; for the shared slot's writers the overflow array, installed
-//!    with a compare-exchange); then the histogram bucket and `sum_ns`, then
-//!    `completed` (`Release`), then `errors` (`Release`) if the call failed;
-//!    or instead `cancelled` / `panicked` (`Release`). A writer of the shared
-//!    slot that finds the bit set by another uses it as it is: a reader that
-//!    acquires this writer's `completed` cannot then read an older `touched`.
+//! 2. when it ends: a histogram bucket (below), `sum_ns`, then `completed`
+//!    (`Release`), then `errors` (`Release`) if the call failed; or instead
+//!    `cancelled` / `panicked` (`Release`). The bucket: an exclusive writer
+//!    counts the bucket of its *previous* call, whose nanoseconds it kept in
+//!    `pending`, and then stores this call's in `pending`, so that the
+//!    address of the store it makes never waits for this call's clock
+//!    reading (a store whose address comes from `rdtsc` held the next call
+//!    back for about 5 ns); the shared slot's writers count their own call's
+//!    bucket. The first time a bucket's group is reached, its bit in
+//!    `touched`, then where the group's counts live (for an exclusive
+//!    writer, the group's pool entry, whose tag is stored with `Release`;
+//!    for the shared slot's writers the overflow array, installed with a
+//!    compare-exchange), precede the count. A writer of the shared slot that
+//!    finds the bit set by another uses it as it is: a reader that acquires
+//!    this writer's `completed` cannot then read an older `touched`.
 //!
 //! Storage. Most call sites see latencies in a few octaves, so a shard keeps
 //! the counts of [`POOL`] groups of buckets in place, direct-mapped: group
@@ -34,7 +40,11 @@
 //! histogram and sums, then `started`; the histogram is read through
 //! `touched`, only the groups whose bit is set, so a reader does not scan
 //! buckets no call ever reached (a group whose bit it sees before the
-//! group's place is skipped: no call counted in `completed` is in it yet).
+//! group's place is skipped: no call counted in `completed` is in it yet),
+//! after loading `completed` again (`Acquire`): the buckets then hold at least
+//! every call but the last of those, and when they hold exactly that many, the
+//! reader adds `pending`, read after them (the call missing from them, or a
+//! later one that replaced it: never one the buckets already counted).
 //! Each `Acquire` load that sees a writer's `Release` store also sees
 //! everything that writer did before it, so a concurrent read, although it
 //! is not a single instant's cut, always satisfies
