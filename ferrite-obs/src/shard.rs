@@ -80,23 +80,25 @@ type Overflow = [AtomicU64; SHARD_BUCKETS];
 /// Counters for one (call site, slot) pair, on cache lines of its own.
 #[repr(C, align(128))]
 pub(crate) struct Shard {
+    // First line: what calls write.
     started: AtomicU64,
     completed: AtomicU64,
     errors: AtomicU64,
-    cancelled: AtomicU64,
-    panicked: AtomicU64,
     polls: AtomicU64,
     busy_ns: AtomicU64,
     sum_ns: AtomicU64,
+    /// An exclusive writer's last completed call, not yet in its bucket:
+    /// its nanoseconds + 1 (saturating), or 0 before the first call.
+    pending: AtomicU64,
+    // Second line: written rarely, so a reader's copy stays valid.
+    cancelled: AtomicU64,
+    panicked: AtomicU64,
     /// Bit `g` set: some call landed in bucket group `g`.
     touched: [AtomicU64; TOUCHED_WORDS],
     /// Which group holds pool entry `e`: [`FREE`], or the group + 1.
     tags: [AtomicU8; POOL],
     /// The overflow array, or null until a group needs it.
     overflow: AtomicPtr<Overflow>,
-    /// An exclusive writer's last completed call, not yet in its bucket:
-    /// its nanoseconds + 1 (saturating), or 0 before the first call.
-    pending: AtomicU64,
     pool: [PoolEntry; POOL],
 }
 
