@@ -209,15 +209,32 @@ impl Shard {
     }
 
     /// Asks the CPU to fetch what a fold of the shard at `shard` (possibly
-    /// null) reads first: the counters, the bitmap and tags, and the first
-    /// pool entry.
+    /// null) reads first: the counters, the bitmap and tags.
     pub(crate) fn prefetch(shard: *const Shard) {
         if shard.is_null() {
             return;
         }
         let base = shard.cast::<u8>();
-        for offset in [0, 64, 128, 192] {
+        for offset in [0, 64] {
             crate::site::prefetch(base.wrapping_add(offset));
+        }
+    }
+
+    /// Asks the CPU to fetch the pool entries of the groups calls reached,
+    /// as the bitmap and tags (fetched earlier by [`Shard::prefetch`]) say.
+    pub(crate) fn prefetch_groups(&self) {
+        for (word_index, word) in self.touched.iter().enumerate() {
+            let mut groups = word.load(Ordering::Relaxed);
+            while groups != 0 {
+                let group = word_index * 64 + groups.trailing_zeros() as usize;
+                groups &= groups - 1;
+                let entry = group % POOL;
+                if self.tags[entry].load(Ordering::Relaxed) == tag(group) {
+                    let base = std::ptr::from_ref(&self.pool[entry]).cast::<u8>();
+                    crate::site::prefetch(base);
+                    crate::site::prefetch(base.wrapping_add(64));
+                }
+            }
         }
     }
 

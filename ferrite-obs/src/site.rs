@@ -133,6 +133,22 @@ impl Site {
         }
     }
 
+    /// Asks the CPU to fetch the pool entries a fold of every shard reads;
+    /// best after [`Site::prefetch_shards`] has brought their bitmaps in.
+    pub(crate) fn prefetch_groups(&self) {
+        let exclusive = crate::slot::high_water().min(SLOTS);
+        for shard in self.shards[..exclusive]
+            .iter()
+            .chain([&self.shards[SHARED]])
+        {
+            let shard = shard.load(Ordering::Acquire);
+            if !shard.is_null() {
+                // SAFETY: see `shard`.
+                unsafe { &*shard }.prefetch_groups();
+            }
+        }
+    }
+
     /// Folds every shard of this site, following the read order that the
     /// shard protocol requires, without stopping writers.
     pub(crate) fn read(&self) -> Totals {

@@ -121,6 +121,9 @@ pub fn sites() -> Vec<SiteStats> {
         if let Some(ahead) = sites.get(i + 2) {
             ahead.prefetch_shards();
         }
+        if let Some(ahead) = sites.get(i + 1) {
+            ahead.prefetch_groups();
+        }
         all.push(SiteStats::read(site));
     }
     all.sort_by_key(|s| s.id);
