@@ -109,13 +109,15 @@
 //!
 //! ## Costs
 //!
-//! Recording off, no tracer attached, no subscriber for the span's level: four
-//! loads and a branch per call, and no stack frame of its own (the body is
-//! compiled once, as a closure, and called directly). Recording on: one
-//! out-of-line call, two clock readings (TSC) and a handful of uncontended
-//! stores to the calling thread's own shard; no allocation, lock or system
-//! call after a thread's first call at a site. `docs/benchmarks.md` has the
-//! figures.
+//! Recording off, no tracer attached, no subscriber for the span's level: two
+//! loads and two branches per call (the gate word that holds the recording
+//! switch and the probes' semaphores, and `tracing`'s level), and no stack
+//! frame of its own (the body is compiled once, as a closure, and called
+//! directly, on the straight path). Recording on: one out-of-line call, two
+//! clock readings (TSC) and a handful of uncontended stores to the calling
+//! thread's own shard, none of them at an address that waits for the clock;
+//! no allocation, lock or system call after a thread's first call at a site.
+//! `docs/benchmarks.md` has the figures.
 
 mod clock;
 mod command;
