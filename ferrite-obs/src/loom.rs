@@ -173,7 +173,6 @@ fn a_group_beyond_the_pool_is_folded_from_the_overflow_array() {
         assert_consistent(&during);
         // The pending call is counted once, from its bucket or as pending.
         assert!(during.histogram.bucket_count(40) <= 1, "{during:?}");
-        assert!(during.histogram.count() <= 3, "{during:?}");
         t.join().unwrap();
         let totals = site.read();
         assert_eq!((totals.started, totals.completed), (3, 3));
