@@ -204,8 +204,11 @@ impl Shard {
 
     #[inline(always)]
     fn count_in_bucket(&self, elapsed_ns: u64, exclusive: bool) {
-        let index = bucket_index(elapsed_ns).min(SHARD_BUCKETS - 1);
-        count(self.bucket(index, exclusive), exclusive, Ordering::Relaxed);
+        count(
+            self.bucket(bucket_of(elapsed_ns), exclusive),
+            exclusive,
+            Ordering::Relaxed,
+        );
     }
 
     /// Asks the CPU to fetch what a fold of the shard at `shard` (possibly
@@ -223,19 +226,39 @@ impl Shard {
     /// Asks the CPU to fetch the pool entries of the groups calls reached,
     /// as the bitmap and tags (fetched earlier by [`Shard::prefetch`]) say.
     pub(crate) fn prefetch_groups(&self) {
-        for (word_index, word) in self.touched.iter().enumerate() {
-            let mut groups = word.load(Ordering::Relaxed);
-            while groups != 0 {
-                let group = word_index * 64 + groups.trailing_zeros() as usize;
-                groups &= groups - 1;
-                let entry = group % POOL;
-                if self.tags[entry].load(Ordering::Relaxed) == tag(group) {
-                    let base = std::ptr::from_ref(&self.pool[entry]).cast::<u8>();
-                    crate::site::prefetch(base);
-                    crate::site::prefetch(base.wrapping_add(64));
-                }
+        for group in self.touched_groups() {
+            if let Some(entry) = self.pooled(group, Ordering::Relaxed) {
+                let base = std::ptr::from_ref(entry).cast::<u8>();
+                crate::site::prefetch(base);
+                crate::site::prefetch(base.wrapping_add(64));
             }
         }
+    }
+
+    /// The groups whose bit is set in `touched`, in order.
+    fn touched_groups(&self) -> impl Iterator<Item = usize> + '_ {
+        self.touched
+            .iter()
+            .enumerate()
+            .flat_map(|(word_index, word)| {
+                let mut groups = word.load(Ordering::Relaxed);
+                std::iter::from_fn(move || {
+                    if groups == 0 {
+                        return None;
+                    }
+                    let group = word_index * 64 + groups.trailing_zeros() as usize;
+                    groups &= groups - 1;
+                    Some(group)
+                })
+            })
+    }
+
+    /// The pool entry that holds `group`'s counts, if one does; `order`
+    /// for loading its tag.
+    #[inline(always)]
+    fn pooled(&self, group: usize, order: Ordering) -> Option<&PoolEntry> {
+        let entry = group % POOL;
+        (self.tags[entry].load(order) == tag(group)).then(|| &self.pool[entry])
     }
 
     /// The counter of bucket `index`: in its group's pool entry, a load and
@@ -243,9 +266,8 @@ impl Shard {
     #[inline(always)]
     fn bucket(&self, index: usize, exclusive: bool) -> &AtomicU64 {
         let group = index / GROUP;
-        let entry = group % POOL;
-        if self.tags[entry].load(Ordering::Relaxed) == tag(group) {
-            return &self.pool[entry].0[index % GROUP];
+        if let Some(entry) = self.pooled(group, Ordering::Relaxed) {
+            return &entry.0[index % GROUP];
         }
         self.place(group, index, exclusive)
     }
@@ -345,42 +367,34 @@ impl Shard {
                 // in a bucket, that last one perhaps still pending.
                 let completed = acquire(&self.completed);
                 let mut in_buckets = 0u64;
-                for (word_index, word) in self.touched.iter().enumerate() {
-                    let mut groups = relaxed(word);
-                    while groups != 0 {
-                        let group = word_index * 64 + groups.trailing_zeros() as usize;
-                        groups &= groups - 1;
-                        let entry = group % POOL;
-                        let buckets: &[AtomicU64] =
-                            if self.tags[entry].load(Ordering::Acquire) == tag(group) {
-                                &self.pool[entry].0
-                            } else {
-                                let overflow = self.overflow.load(Ordering::Acquire);
-                                if overflow.is_null() {
-                                    // The bit is visible before the group's
-                                    // place: no call this read counts is in it.
-                                    continue;
-                                }
-                                // SAFETY: as in `overflow_or_allocate`.
-                                let overflow = unsafe { &*overflow };
-                                &overflow[group * GROUP..(group * GROUP + GROUP).min(SHARD_BUCKETS)]
-                            };
-                        let mut counts = [0u64; GROUP];
-                        for (count, bucket) in counts.iter_mut().zip(buckets) {
-                            *count = relaxed(bucket);
-                            in_buckets = in_buckets.saturating_add(*count);
-                        }
-                        totals.histogram.add_group(group, &counts);
+                for group in self.touched_groups() {
+                    let buckets: &[AtomicU64] =
+                        if let Some(entry) = self.pooled(group, Ordering::Acquire) {
+                            &entry.0
+                        } else {
+                            let overflow = self.overflow.load(Ordering::Acquire);
+                            if overflow.is_null() {
+                                // The bit is visible before the group's
+                                // place: no call this read counts is in it.
+                                continue;
+                            }
+                            // SAFETY: as in `overflow_or_allocate`.
+                            let overflow = unsafe { &*overflow };
+                            &overflow[group * GROUP..(group * GROUP + GROUP).min(SHARD_BUCKETS)]
+                        };
+                    let mut counts = [0u64; GROUP];
+                    for (count, bucket) in counts.iter_mut().zip(buckets) {
+                        *count = relaxed(bucket);
+                        in_buckets = in_buckets.saturating_add(*count);
                     }
+                    totals.histogram.add_group(group, &counts);
                 }
                 // Read after the buckets: a later call than the one missing
                 // from them, or that one; never one already counted (the
                 // buckets hold exactly `completed - 1` calls when read so).
                 let pending = relaxed(&self.pending);
                 if pending != 0 && in_buckets < completed {
-                    totals
-                        .histogram
-                        .add_bucket(bucket_index(pending - 1).min(SHARD_BUCKETS - 1), 1);
+                    totals.histogram.add_bucket(bucket_of(pending - 1), 1);
                 }
                 totals.histogram.add_sum(relaxed(&self.sum_ns));
                 totals.polls = totals.polls.saturating_add(relaxed(&self.polls));
@@ -391,6 +405,12 @@ impl Shard {
             }
         }
     }
+}
+
+/// The shard bucket that counts `elapsed_ns`.
+#[inline(always)]
+fn bucket_of(elapsed_ns: u64) -> usize {
+    bucket_index(elapsed_ns).min(SHARD_BUCKETS - 1)
 }
 
 /// The tag of a pool entry that group `group` holds.

@@ -112,7 +112,7 @@ impl Site {
 
     /// Asks the CPU to fetch the part of the shard table a fold reads.
     pub(crate) fn prefetch_table(&self) {
-        let exclusive = crate::slot::high_water().min(SLOTS);
+        let exclusive = exclusive_slots();
         // Eight pointers per cache line.
         for slot in (0..exclusive).step_by(8) {
             prefetch(std::ptr::from_ref(&self.shards[slot]).cast());
@@ -121,31 +121,19 @@ impl Site {
     }
 
     /// Asks the CPU to fetch the first lines of every shard (counters,
-    /// group places, the first pool entry), which a fold reads.
+    /// bitmap and tags), which a fold reads.
     pub(crate) fn prefetch_shards(&self) {
-        let exclusive = crate::slot::high_water().min(SLOTS);
-        for shard in self.shards[..exclusive]
-            .iter()
-            .chain([&self.shards[SHARED]])
-        {
+        for cell in self.cells(exclusive_slots()) {
             // Only an address: a prefetch reads nothing and never faults.
-            Shard::prefetch(shard.load(Ordering::Relaxed));
+            Shard::prefetch(cell.load(Ordering::Relaxed));
         }
     }
 
     /// Asks the CPU to fetch the pool entries a fold of every shard reads;
     /// best after [`Site::prefetch_shards`] has brought their bitmaps in.
     pub(crate) fn prefetch_groups(&self) {
-        let exclusive = crate::slot::high_water().min(SLOTS);
-        for shard in self.shards[..exclusive]
-            .iter()
-            .chain([&self.shards[SHARED]])
-        {
-            let shard = shard.load(Ordering::Acquire);
-            if !shard.is_null() {
-                // SAFETY: see `shard`.
-                unsafe { &*shard }.prefetch_groups();
-            }
+        for shard in self.installed(exclusive_slots()) {
+            shard.prefetch_groups();
         }
     }
 
@@ -154,23 +142,36 @@ impl Site {
     pub(crate) fn read(&self) -> Totals {
         let mut totals = Totals::default();
         // Read once: every phase must fold the same shards.
-        let exclusive = crate::slot::high_water().min(SLOTS);
-        let shards = || {
-            self.shards[..exclusive]
-                .iter()
-                .chain([&self.shards[SHARED]])
-        };
+        let exclusive = exclusive_slots();
         for phase in READ_PHASES {
-            for shard in shards() {
-                let shard = shard.load(Ordering::Acquire);
-                if !shard.is_null() {
-                    // SAFETY: see `shard`.
-                    unsafe { &*shard }.read(phase, &mut totals);
-                }
+            for shard in self.installed(exclusive) {
+                shard.read(phase, &mut totals);
             }
         }
         totals
     }
+
+    /// The shard cells a fold looks at: the exclusive slots below
+    /// `exclusive` (see [`exclusive_slots`]), then the shared slot.
+    fn cells(&self, exclusive: usize) -> impl Iterator<Item = &AtomicPtr<Shard>> {
+        self.shards[..exclusive]
+            .iter()
+            .chain([&self.shards[SHARED]])
+    }
+
+    /// The shards installed in [`Site::cells`].
+    fn installed(&self, exclusive: usize) -> impl Iterator<Item = &Shard> {
+        self.cells(exclusive).filter_map(|cell| {
+            // SAFETY: see `shard`.
+            unsafe { cell.load(Ordering::Acquire).as_ref() }
+        })
+    }
+}
+
+/// How many exclusive slots may hold shards: those below the high-water mark
+/// of claimed slots (a slot claimed later holds only calls that began after).
+fn exclusive_slots() -> usize {
+    crate::slot::high_water().min(SLOTS)
 }
 
 impl std::fmt::Debug for Site {
