@@ -165,6 +165,14 @@ impl Gate {
         }
     }
 
+    /// Whether recording is on and no tracer is attached to the probes of a
+    /// plain call (`probe_enter`, `probe_exit`).
+    #[inline(always)]
+    pub(crate) fn recording_only(self) -> bool {
+        // The spare byte stays zero.
+        self.0 & 0xffff_ffff_ffff == 1
+    }
+
     /// Whether the call's exit probes want its elapsed time.
     #[inline(always)]
     pub(crate) fn exit_traced(self, is_command: bool) -> bool {
