@@ -177,7 +177,7 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
         let name = "ferrite_kernel_io_duration_seconds";
         let _ = writeln!(
             out,
-            "# HELP {name} Submit-to-completion latency of io_uring requests."
+            "# HELP {name} Latency of io_uring requests, from their submission batch to their completion flush."
         );
         let _ = writeln!(out, "# TYPE {name} histogram");
         for io in &kernel.io {
