@@ -330,6 +330,33 @@ static __always_inline __u64 batch_clock(__u32 which, __u64 ctx, __u32 published
 	return now;
 }
 
+/* Where a program turns a kernel pointer into a number (see address_of). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} scratch SEC(".maps");
+
+/* The address `pointer` holds, as a number. The verifier lets no arithmetic
+ * but addition touch a typed pointer; stored into a map value (which a
+ * program loaded with CAP_PERFMON may do) and loaded back, it is a number,
+ * at the cost of a store and a load rather than a helper call. */
+static __always_inline __u64 address_of(const void *pointer)
+{
+	__u32 zero = 0;
+	volatile __u64 *cell = bpf_map_lookup_elem(&scratch, &zero);
+	__u64 address = 0;
+	if (cell) {
+		*cell = (__u64)pointer;
+		address = *cell;
+	} else {
+		/* Never: the array has this CPU's entry 0. */
+		bpf_probe_read_kernel(&address, sizeof(address), &pointer);
+	}
+	return address;
+}
+
 /* Command `command`'s entry of `commands`, or NULL (counted) when the
  * entry has been handed to a later command, or was never written for this
  * one (a command that began before this load). */
@@ -422,10 +449,7 @@ int fo_submit(__u64 *args)
 	request.command = consume_slot(tid, kiocb->cqe.user_data, &request.kind);
 	count(request.command ? FO_C_ATTRIBUTED : FO_C_UNATTRIBUTED);
 
-	/* The request's address as a number: the verifier lets no arithmetic
-	 * but addition touch a typed pointer. */
-	__u64 req = 0;
-	bpf_probe_read_kernel(&req, sizeof(req), &args[0]);
+	__u64 req = address_of(kiocb);
 	request.req = req;
 	/* The table's entry, when it is free or already this address's (left
 	 * by a completion that was missed: that request is gone, the address

@@ -862,7 +862,7 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
 }
 
 /// The maps of the kernel view's object, by name.
-const FO_MAPS: [&str; 11] = [
+const FO_MAPS: [&str; 15] = [
     "slots",
     "threads",
     "registrations",
@@ -874,6 +874,10 @@ const FO_MAPS: [&str; 11] = [
     "switched_out",
     "counters",
     "events",
+    "clocks",
+    "scratch",
+    "io_table",
+    "io_used",
 ];
 
 /// `(id, name)` of every loaded BPF object of `kind` (`prog` or `map`)
