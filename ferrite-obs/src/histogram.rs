@@ -251,29 +251,85 @@ impl Histogram {
         })
     }
 
-    /// Adds raw counts for one bucket; used when folding shards.
-    pub(crate) fn add_bucket(&mut self, index: usize, n: u64) {
+    /// Adds `n` to bucket `index`, saturating.
+    fn add_bucket(&mut self, index: usize, n: u64) {
         if n == 0 || index >= BUCKETS {
             return;
         }
         let slot = &mut self.group_mut(index / GROUP)[index % GROUP];
         *slot = slot.saturating_add(n);
     }
+}
 
-    /// Adds raw counts for the buckets of group `group` (`counts[i]` for
-    /// bucket `group * GROUP + i`); used when folding shards.
-    pub(crate) fn add_group(&mut self, group: usize, counts: &[u64; GROUP]) {
-        if group * GROUP >= BUCKETS || counts.iter().all(|&c| c == 0) {
-            return;
+/// Groups of [`GROUP`] buckets in a histogram.
+const GROUPS: usize = BUCKETS.div_ceil(GROUP);
+
+/// A histogram being summed from many parts, with every bucket in place:
+/// adding a group is sixteen additions rather than a search (and perhaps an
+/// insert) in the sparse form. [`Dense::take`] hands the sum over as a
+/// [`Histogram`] and leaves this one empty, touching only the groups that
+/// were added to; one `Dense` serves a whole fold.
+pub(crate) struct Dense {
+    counts: Box<[[u64; GROUP]]>,
+    /// Bit `g`: group `g` has been added to since the last `take`.
+    used: [u64; GROUPS.div_ceil(64)],
+    sum: u64,
+}
+
+impl Dense {
+    pub(crate) fn new() -> Dense {
+        Dense {
+            counts: vec![[0; GROUP]; GROUPS].into_boxed_slice(),
+            used: [0; GROUPS.div_ceil(64)],
+            sum: 0,
         }
-        let mine = self.group_mut(group);
-        for (mine, theirs) in mine.iter_mut().zip(counts) {
+    }
+
+    /// Adds `counts[i]` to bucket `first + i`, saturating; `counts` lies
+    /// within one group.
+    #[inline]
+    pub(crate) fn add_run(&mut self, first: usize, counts: &[u64]) {
+        let (group, at) = (first / GROUP, first % GROUP);
+        let Some(mine) = self.counts.get_mut(group) else {
+            return;
+        };
+        self.used[group / 64] |= 1 << (group % 64);
+        for (mine, theirs) in mine[at..].iter_mut().zip(counts) {
             *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    /// Adds `n` to bucket `index`, saturating.
+    pub(crate) fn add_bucket(&mut self, index: usize, n: u64) {
+        let (group, at) = (index / GROUP, index % GROUP);
+        if let Some(mine) = self.counts.get_mut(group) {
+            self.used[group / 64] |= 1 << (group % 64);
+            mine[at] = mine[at].saturating_add(n);
         }
     }
 
     pub(crate) fn add_sum(&mut self, sum: u64) {
         self.sum = self.sum.saturating_add(sum);
+    }
+
+    /// The histogram summed since the last `take`; this one is empty after.
+    pub(crate) fn take(&mut self) -> Histogram {
+        let mut groups = Vec::new();
+        for (word_index, word) in self.used.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let index = word_index * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let counts = std::mem::take(&mut self.counts[index]);
+                if counts.iter().any(|&c| c != 0) {
+                    groups.push(Group { index, counts });
+                }
+            }
+        }
+        Histogram {
+            groups,
+            sum: std::mem::take(&mut self.sum),
+        }
     }
 }
 

@@ -67,6 +67,11 @@ impl Running {
     }
 }
 
+/// A reader's fold of every shard of `site`.
+fn fold(site: &Site) -> Totals {
+    site.read_with(&mut crate::histogram::Dense::new())
+}
+
 fn assert_consistent(t: &Totals) {
     let hist = t.histogram.count();
     assert!(
@@ -137,11 +142,11 @@ fn concurrent_fold_is_consistent_and_exact_after_join() {
         let t2 = thread::spawn(writer(Slot::new(1), false));
 
         running.observe();
-        assert_consistent(&site.read());
+        assert_consistent(&fold(site));
 
         t1.join().unwrap();
         t2.join().unwrap();
-        let totals = site.read();
+        let totals = fold(site);
         assert_eq!(totals.started, 2);
         assert_eq!(totals.completed, 2);
         assert_eq!(totals.errors, 1);
@@ -169,12 +174,12 @@ fn a_group_beyond_the_pool_is_folded_from_the_overflow_array() {
             }
         });
         running.observe();
-        let during = site.read();
+        let during = fold(site);
         assert_consistent(&during);
         // The pending call is counted once, from its bucket or as pending.
         assert!(during.histogram.bucket_count(40) <= 1, "{during:?}");
         t.join().unwrap();
-        let totals = site.read();
+        let totals = fold(site);
         assert_eq!((totals.started, totals.completed), (3, 3));
         assert_eq!(totals.histogram.count(), 3);
         assert_eq!(totals.histogram.sum(), 42);
@@ -199,10 +204,10 @@ fn shared_slot_writers_lose_nothing() {
         let t1 = thread::spawn(writer);
         let t2 = thread::spawn(writer);
         running.observe();
-        assert_consistent(&site.read());
+        assert_consistent(&fold(site));
         t1.join().unwrap();
         t2.join().unwrap();
-        let totals = site.read();
+        let totals = fold(site);
         assert_eq!((totals.started, totals.completed), (2, 2));
         assert_eq!(totals.histogram.count(), 2);
         assert_eq!(registry.sites().count(), 1, "the site registered once");
@@ -224,9 +229,9 @@ fn abandoned_calls_are_counted_before_they_are_visible_as_ended() {
             shard.record_abandoned(true, true);
         });
         running.observe();
-        assert_consistent(&site.read());
+        assert_consistent(&fold(site));
         t1.join().unwrap();
-        let totals = site.read();
+        let totals = fold(site);
         assert_eq!(
             (totals.started, totals.cancelled, totals.panicked),
             (2, 1, 1)
@@ -259,7 +264,7 @@ fn published_snapshots_are_whole_and_never_go_back() {
         // The collector: a rollup is a fold, then one publication.
         let collector = thread::spawn(move || {
             for sequence in 1..=2 {
-                let totals = site.read();
+                let totals = fold(site);
                 published.store(Published { sequence, totals });
             }
         });
@@ -282,7 +287,7 @@ fn published_snapshots_are_whole_and_never_go_back() {
         // The final rollup, once the writers are done, is exact.
         latest.store(Published {
             sequence: 3,
-            totals: site.read(),
+            totals: fold(site),
         });
         let last = latest.load();
         assert_eq!(last.sequence, 3);

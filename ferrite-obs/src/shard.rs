@@ -28,7 +28,9 @@
 //! the counts of [`POOL`] groups of buckets in place, direct-mapped: group
 //! `g` may hold pool entry `g % POOL`, whose tag (`g + 1`) says it does, so
 //! that any [`POOL`] consecutive groups (four octaves) all fit and a call
-//! finds its counter without first loading where it is. A group whose entry
+//! finds its counter without first loading where it is. A group is one
+//! cache line of counts, so a reader loads only the lines calls reached:
+//! the few a site's usual latencies span, and one per rare slow call. A group whose entry
 //! another holds, and every group of the shared slot (whose writers race),
 //! counts in an overflow array of every bucket, allocated the first time it
 //! is needed. A shard is then 1,152 bytes rather than the 9.5 KiB of a full
@@ -52,27 +54,32 @@
 //! `calls + cancelled + panicked <= started`; once the writers have finished
 //! (joined), a read is exact. The loom models in `src/loom.rs` check both.
 
-use crate::histogram::{BUCKETS, GROUP, Histogram, bucket_index};
+use crate::histogram::{BUCKETS, Dense, Histogram, bucket_index};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
+/// Buckets in a shard's group: one cache line of counts, so that a reader
+/// loads only the lines calls have reached.
+const SPAN: usize = 8;
 /// Buckets held by a shard; a loom model uses a handful to stay tractable.
 #[cfg(not(loom))]
 const SHARD_BUCKETS: usize = BUCKETS;
 #[cfg(loom)]
-const SHARD_BUCKETS: usize = 4 * GROUP;
+const SHARD_BUCKETS: usize = 8 * SPAN;
 /// Groups of buckets.
-const GROUPS: usize = SHARD_BUCKETS.div_ceil(GROUP);
+const GROUPS: usize = SHARD_BUCKETS.div_ceil(SPAN);
 /// Words of the `touched` bitmap: one bit per group of buckets.
 const TOUCHED_WORDS: usize = GROUPS.div_ceil(64);
 /// Groups whose counts a shard holds in place; a loom model uses one, so
 /// that a second group goes to the overflow array.
 #[cfg(not(loom))]
-pub(crate) const POOL: usize = 8;
+pub(crate) const POOL: usize = 16;
 #[cfg(loom)]
 pub(crate) const POOL: usize = 1;
 /// A pool entry's tag while no group holds it (else the group + 1).
 const FREE: u8 = 0;
 const _: () = assert!(GROUPS < u8::MAX as usize && GROUPS <= 64 * TOUCHED_WORDS);
+// A shard group lies within one group of the folded histogram.
+const _: () = assert!(crate::histogram::GROUP.is_multiple_of(SPAN));
 
 /// Every bucket, for the groups a shard's pool does not hold.
 type Overflow = [AtomicU64; SHARD_BUCKETS];
@@ -102,14 +109,14 @@ pub(crate) struct Shard {
     pool: [PoolEntry; POOL],
 }
 
-/// One group's counts in a shard's pool, on two cache lines of its own.
-#[repr(C, align(128))]
-struct PoolEntry([AtomicU64; GROUP]);
+/// One group's counts in a shard's pool, on a cache line of its own.
+#[repr(C, align(64))]
+struct PoolEntry([AtomicU64; SPAN]);
 
 // Counters, then bitmap, tags and overflow pointer, then the pool entries,
 // each on cache lines of its own.
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Shard>() == 128 + POOL * 128);
+const _: () = assert!(std::mem::size_of::<Shard>() == 128 + POOL * 64);
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -228,9 +235,7 @@ impl Shard {
     pub(crate) fn prefetch_groups(&self) {
         for group in self.touched_groups() {
             if let Some(entry) = self.pooled(group, Ordering::Relaxed) {
-                let base = std::ptr::from_ref(entry).cast::<u8>();
-                crate::site::prefetch(base);
-                crate::site::prefetch(base.wrapping_add(64));
+                crate::site::prefetch(std::ptr::from_ref(entry).cast());
             }
         }
     }
@@ -265,9 +270,9 @@ impl Shard {
     /// a compare of the entry's tag, off the path to the counter.
     #[inline(always)]
     fn bucket(&self, index: usize, exclusive: bool) -> &AtomicU64 {
-        let group = index / GROUP;
+        let group = index / SPAN;
         if let Some(entry) = self.pooled(group, Ordering::Relaxed) {
-            return &entry.0[index % GROUP];
+            return &entry.0[index % SPAN];
         }
         self.place(group, index, exclusive)
     }
@@ -287,7 +292,7 @@ impl Shard {
         let entry = group % POOL;
         if exclusive && self.tags[entry].load(Ordering::Relaxed) == FREE {
             self.tags[entry].store(tag(group), Ordering::Release);
-            return &self.pool[entry].0[index % GROUP];
+            return &self.pool[entry].0[index % SPAN];
         }
         &self.overflow_or_allocate()[index]
     }
@@ -349,8 +354,9 @@ pub(crate) enum ReadPhase {
 }
 
 impl Shard {
-    /// Adds this shard's counters of one read phase into `totals`.
-    pub(crate) fn read(&self, phase: ReadPhase, totals: &mut Totals) {
+    /// Adds this shard's counters of one read phase into `totals`, and its
+    /// latency histogram into `latency`.
+    pub(crate) fn read(&self, phase: ReadPhase, totals: &mut Totals, latency: &mut Dense) {
         let acquire = |c: &AtomicU64| c.load(Ordering::Acquire);
         let relaxed = |c: &AtomicU64| c.load(Ordering::Relaxed);
         match phase {
@@ -380,23 +386,23 @@ impl Shard {
                             }
                             // SAFETY: as in `overflow_or_allocate`.
                             let overflow = unsafe { &*overflow };
-                            &overflow[group * GROUP..(group * GROUP + GROUP).min(SHARD_BUCKETS)]
+                            &overflow[group * SPAN..(group * SPAN + SPAN).min(SHARD_BUCKETS)]
                         };
-                    let mut counts = [0u64; GROUP];
+                    let mut counts = [0u64; SPAN];
                     for (count, bucket) in counts.iter_mut().zip(buckets) {
                         *count = relaxed(bucket);
                         in_buckets = in_buckets.saturating_add(*count);
                     }
-                    totals.histogram.add_group(group, &counts);
+                    latency.add_run(group * SPAN, &counts);
                 }
                 // Read after the buckets: a later call than the one missing
                 // from them, or that one; never one already counted (the
                 // buckets hold exactly `completed - 1` calls when read so).
                 let pending = relaxed(&self.pending);
                 if pending != 0 && in_buckets < completed {
-                    totals.histogram.add_bucket(bucket_of(pending - 1), 1);
+                    latency.add_bucket(bucket_of(pending - 1), 1);
                 }
-                totals.histogram.add_sum(relaxed(&self.sum_ns));
+                latency.add_sum(relaxed(&self.sum_ns));
                 totals.polls = totals.polls.saturating_add(relaxed(&self.polls));
                 totals.busy_ns = totals.busy_ns.saturating_add(relaxed(&self.busy_ns));
             }
@@ -446,16 +452,18 @@ mod tests {
             // fills with those, the rest overflow.
             for round in 0..2 {
                 for group in (0..GROUPS).rev() {
-                    let (value, _) = bucket_bounds(group * GROUP + round * 7);
+                    let (value, _) = bucket_bounds(group * SPAN + round * 7);
                     shard.record_start(exclusive);
                     shard.record_end(value, round == 1, exclusive);
                     expected.record(value);
                 }
             }
             let mut totals = Totals::default();
+            let mut latency = Dense::new();
             for phase in READ_PHASES {
-                shard.read(phase, &mut totals);
+                shard.read(phase, &mut totals, &mut latency);
             }
+            totals.histogram = latency.take();
             assert_eq!(totals.histogram, expected, "exclusive: {exclusive}");
             assert_eq!(
                 (totals.started, totals.completed, totals.errors),
@@ -480,9 +488,11 @@ mod tests {
         }
         assert!(shard.overflow.load(Ordering::Relaxed).is_null());
         let mut totals = Totals::default();
+        let mut latency = Dense::new();
         for phase in READ_PHASES {
-            shard.read(phase, &mut totals);
+            shard.read(phase, &mut totals, &mut latency);
         }
+        totals.histogram = latency.take();
         assert_eq!(totals.histogram.count(), 200);
         assert_eq!(totals.histogram.sum(), (1_000..1_200).sum::<u64>());
     }

@@ -13,6 +13,7 @@
 
 use std::ptr;
 
+use crate::histogram::Dense;
 use crate::registry::Registry;
 use crate::shard::{READ_PHASES, Shard, Totals};
 use crate::slot::{SHARED, SLOTS, Slot};
@@ -139,15 +140,18 @@ impl Site {
 
     /// Folds every shard of this site, following the read order that the
     /// shard protocol requires, without stopping writers.
-    pub(crate) fn read(&self) -> Totals {
+    /// The latency histogram is summed in `latency` (empty, and left empty:
+    /// one serves a whole fold).
+    pub(crate) fn read_with(&self, latency: &mut Dense) -> Totals {
         let mut totals = Totals::default();
         // Read once: every phase must fold the same shards.
         let exclusive = exclusive_slots();
         for phase in READ_PHASES {
             for shard in self.installed(exclusive) {
-                shard.read(phase, &mut totals);
+                shard.read(phase, &mut totals, latency);
             }
         }
+        totals.histogram = latency.take();
         totals
     }
 

@@ -2,7 +2,7 @@
 
 use crate::sync::Ordering;
 
-use crate::histogram::Histogram;
+use crate::histogram::{Dense, Histogram};
 use crate::registry::REGISTRY;
 use crate::site::Site;
 
@@ -78,9 +78,9 @@ impl SiteStats {
         }
     }
 
-    fn read(site: &'static Site) -> SiteStats {
+    fn read(site: &'static Site, latency: &mut Dense) -> SiteStats {
         let meta = site.meta();
-        let totals = site.read();
+        let totals = site.read_with(latency);
         SiteStats {
             id: site.id.load(Ordering::Relaxed),
             name: meta.name,
@@ -111,6 +111,7 @@ pub fn sites() -> Vec<SiteStats> {
         .filter(|site| !std::ptr::eq(*site, &crate::cost::CALIBRATION))
         .collect();
     let mut all = Vec::with_capacity(sites.len());
+    let mut latency = Dense::new();
     for (i, site) in sites.iter().enumerate() {
         // Memory a few sites ahead is requested while this one is folded:
         // a fold mostly waits for cache lines, and this way several arrive
@@ -124,7 +125,7 @@ pub fn sites() -> Vec<SiteStats> {
         if let Some(ahead) = sites.get(i + 1) {
             ahead.prefetch_groups();
         }
-        all.push(SiteStats::read(site));
+        all.push(SiteStats::read(site, &mut latency));
     }
     all.sort_by_key(|s| s.id);
     all
@@ -132,10 +133,11 @@ pub fn sites() -> Vec<SiteStats> {
 
 /// Figures of the command roots (`#[probe(command)]`), in registration order.
 pub fn commands() -> Vec<SiteStats> {
+    let mut latency = Dense::new();
     let mut all: Vec<SiteStats> = REGISTRY
         .sites()
         .filter(|site| site.meta().is_command)
-        .map(SiteStats::read)
+        .map(|site| SiteStats::read(site, &mut latency))
         .collect();
     all.sort_by_key(|s| s.id);
     all
