@@ -164,14 +164,15 @@ async fn collect(
     let mut connections = JoinSet::new();
     let mut rollup = Rollup::new(crate::cost::measure_per_call_ns(), kernel);
     crate::metrics_export::describe();
+    let mut exporter = crate::metrics_export::Exporter::default();
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = ticker.tick() => publish(&shared, rollup.next(&shared.snapshot.load(), thread_cpu())),
+            _ = ticker.tick() => publish(&shared, &mut exporter, rollup.next(&shared.snapshot.load(), thread_cpu())),
             () = shared.stop.notified() => {
-                publish(&shared, rollup.next(&shared.snapshot.load(), thread_cpu()));
+                publish(&shared, &mut exporter, rollup.next(&shared.snapshot.load(), thread_cpu()));
                 rollup.unload_kernel();
                 break;
             }
@@ -194,8 +195,8 @@ async fn collect(
 }
 
 /// Makes `snapshot` the one readers get, and exports it to `metrics`.
-fn publish(shared: &Shared, snapshot: Snapshot) {
-    crate::metrics_export::export(&snapshot);
+fn publish(shared: &Shared, exporter: &mut crate::metrics_export::Exporter, snapshot: Snapshot) {
+    exporter.export(&snapshot);
     shared.snapshot.store(snapshot);
 }
 

@@ -82,7 +82,9 @@ const _: () = assert!(GROUPS < u8::MAX as usize && GROUPS <= 64 * TOUCHED_WORDS)
 const _: () = assert!(crate::histogram::GROUP.is_multiple_of(SPAN));
 
 /// Every bucket, for the groups a shard's pool does not hold.
-type Overflow = [AtomicU64; SHARD_BUCKETS];
+/// Aligned so that each group of [`SPAN`] buckets is one cache line.
+#[repr(C, align(64))]
+struct Overflow([AtomicU64; SHARD_BUCKETS]);
 
 /// Counters for one (call site, slot) pair, on cache lines of its own.
 #[repr(C, align(128))]
@@ -294,7 +296,7 @@ impl Shard {
             self.tags[entry].store(tag(group), Ordering::Release);
             return &self.pool[entry].0[index % SPAN];
         }
-        &self.overflow_or_allocate()[index]
+        &self.overflow_or_allocate().0[index]
     }
 
     /// The overflow array, allocated and installed if it is not yet.
@@ -386,7 +388,7 @@ impl Shard {
                             }
                             // SAFETY: as in `overflow_or_allocate`.
                             let overflow = unsafe { &*overflow };
-                            &overflow[group * SPAN..(group * SPAN + SPAN).min(SHARD_BUCKETS)]
+                            &overflow.0[group * SPAN..(group * SPAN + SPAN).min(SHARD_BUCKETS)]
                         };
                     let mut counts = [0u64; SPAN];
                     for (count, bucket) in counts.iter_mut().zip(buckets) {
@@ -434,7 +436,7 @@ fn zeroed_overflow() -> Box<Overflow> {
     }
     #[cfg(loom)]
     {
-        Box::new(std::array::from_fn(|_| AtomicU64::new(0)))
+        Box::new(Overflow(std::array::from_fn(|_| AtomicU64::new(0))))
     }
 }
 
