@@ -69,34 +69,33 @@ pub const fn bucket_value(index: usize) -> u64 {
     low + (high - low).div_ceil(2)
 }
 
-/// Buckets per group: histograms store counts, and shards track which
-/// buckets were ever touched, a group at a time.
+/// Buckets per group of the dense form a fold sums into ([`Dense`]).
 pub(crate) const GROUP: usize = 16;
 
 /// An owned latency histogram: counts per bucket plus the exact sum.
 ///
-/// Stored sparsely: only groups of [`GROUP`] buckets that hold a count, by
-/// ascending group, so a histogram of calls that all take about the same
-/// time is a few hundred bytes and copying, merging or subtracting it
-/// touches only what was recorded. A group with no count is never stored,
-/// so equal histograms have equal representations.
+/// Stored sparsely: only the buckets that hold a count, by ascending index,
+/// 16 bytes each, so a histogram of calls that all take about the same time
+/// (with the odd slow one) is a few hundred bytes, and copying, merging or
+/// subtracting it touches only what was recorded. A bucket with no count is
+/// never stored, so equal histograms have equal representations.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
-    groups: Vec<Group>,
+    buckets: Vec<Bucket>,
     sum: u64,
 }
 
-#[derive(Clone, PartialEq, Eq)]
-struct Group {
-    index: usize,
-    counts: [u64; GROUP],
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Bucket {
+    index: u32,
+    count: u64,
 }
 
 impl Histogram {
     /// An empty histogram (allocates nothing).
     pub fn new() -> Self {
         Self {
-            groups: Vec::new(),
+            buckets: Vec::new(),
             sum: 0,
         }
     }
@@ -112,75 +111,66 @@ impl Histogram {
         self.sum = self.sum.saturating_add(value.saturating_mul(n));
     }
 
-    /// The counts of group `index`, created empty if it is not stored yet.
-    fn group_mut(&mut self, index: usize) -> &mut [u64; GROUP] {
-        let at = match self.groups.binary_search_by_key(&index, |g| g.index) {
-            Ok(at) => at,
-            Err(at) => {
-                self.groups.insert(
-                    at,
-                    Group {
-                        index,
-                        counts: [0; GROUP],
-                    },
-                );
-                at
-            }
-        };
-        &mut self.groups[at].counts
-    }
-
-    fn group(&self, index: usize) -> Option<&[u64; GROUP]> {
-        self.groups
-            .binary_search_by_key(&index, |g| g.index)
-            .ok()
-            .map(|at| &self.groups[at].counts)
+    /// Where bucket `index` is stored, or would be inserted.
+    fn find(&self, index: usize) -> Result<usize, usize> {
+        self.buckets
+            .binary_search_by_key(&index, |b| b.index as usize)
     }
 
     /// Adds every count of `other` into `self`, saturating.
     pub fn merge(&mut self, other: &Histogram) {
-        for theirs in &other.groups {
-            let mine = self.group_mut(theirs.index);
-            for (mine, theirs) in mine.iter_mut().zip(&theirs.counts) {
-                *mine = mine.saturating_add(*theirs);
-            }
+        if other.buckets.is_empty() {
+            self.sum = self.sum.saturating_add(other.sum);
+            return;
         }
+        // Both lists are sorted by bucket: one walk through each.
+        let mut merged = Vec::with_capacity(self.buckets.len() + other.buckets.len());
+        let mut theirs = other.buckets.iter().peekable();
+        for mine in &self.buckets {
+            while let Some(t) = theirs.next_if(|t| t.index < mine.index) {
+                merged.push(*t);
+            }
+            let mut bucket = *mine;
+            if let Some(t) = theirs.next_if(|t| t.index == mine.index) {
+                bucket.count = bucket.count.saturating_add(t.count);
+            }
+            merged.push(bucket);
+        }
+        merged.extend(theirs);
+        self.buckets = merged;
         self.sum = self.sum.saturating_add(other.sum);
     }
 
     /// What was recorded since `earlier`, a previous reading of the same
     /// monotonic source: bucket by bucket `self - earlier`, floored at zero.
     pub fn delta(&self, earlier: &Histogram) -> Histogram {
-        let mut groups = Vec::with_capacity(self.groups.len());
-        // Both lists are sorted by group: one walk through each.
-        let mut earlier_groups = earlier.groups.iter().peekable();
-        for now in &self.groups {
-            while earlier_groups.next_if(|g| g.index < now.index).is_some() {}
-            let mut counts = now.counts;
-            if let Some(then) = earlier_groups.next_if(|g| g.index == now.index) {
-                for (count, then) in counts.iter_mut().zip(&then.counts) {
-                    *count = count.saturating_sub(*then);
-                }
-            }
-            if counts.iter().any(|&c| c != 0) {
-                groups.push(Group {
+        let mut buckets = Vec::new();
+        // Both lists are sorted by bucket: one walk through each.
+        let mut earlier_buckets = earlier.buckets.iter().peekable();
+        for now in &self.buckets {
+            while earlier_buckets.next_if(|b| b.index < now.index).is_some() {}
+            let then = earlier_buckets
+                .next_if(|b| b.index == now.index)
+                .map_or(0, |b| b.count);
+            let count = now.count.saturating_sub(then);
+            if count != 0 {
+                buckets.push(Bucket {
                     index: now.index,
-                    counts,
+                    count,
                 });
             }
         }
         Histogram {
-            groups,
+            buckets,
             sum: self.sum.saturating_sub(earlier.sum),
         }
     }
 
     /// Number of values recorded.
     pub fn count(&self) -> u64 {
-        self.groups
+        self.buckets
             .iter()
-            .flat_map(|g| g.counts.iter())
-            .fold(0u64, |a, &c| a.saturating_add(c))
+            .fold(0u64, |a, b| a.saturating_add(b.count))
     }
 
     /// Exact sum of the values recorded (saturating).
@@ -196,13 +186,7 @@ impl Histogram {
 
     /// Non-empty buckets by ascending index: `(index, count)`.
     fn counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.groups.iter().flat_map(|g| {
-            g.counts
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(move |(i, &c)| (g.index * GROUP + i, c))
-        })
+        self.buckets.iter().map(|b| (b.index as usize, b.count))
     }
 
     /// The value at quantile `q` (0.0 to 1.0, clamped), within
@@ -239,7 +223,7 @@ impl Histogram {
 
     /// Count in bucket `index` (see [`bucket_bounds`]).
     pub fn bucket_count(&self, index: usize) -> u64 {
-        self.group(index / GROUP).map_or(0, |g| g[index % GROUP])
+        self.find(index).map_or(0, |at| self.buckets[at].count)
     }
 
     /// Non-empty buckets in ascending order: `(low, high, count)`, bounds
@@ -256,8 +240,19 @@ impl Histogram {
         if n == 0 || index >= BUCKETS {
             return;
         }
-        let slot = &mut self.group_mut(index / GROUP)[index % GROUP];
-        *slot = slot.saturating_add(n);
+        match self.find(index) {
+            Ok(at) => {
+                let count = &mut self.buckets[at].count;
+                *count = count.saturating_add(n);
+            }
+            Err(at) => self.buckets.insert(
+                at,
+                Bucket {
+                    index: index as u32,
+                    count: n,
+                },
+            ),
+        }
     }
 }
 
@@ -314,20 +309,25 @@ impl Dense {
 
     /// The histogram summed since the last `take`; this one is empty after.
     pub(crate) fn take(&mut self) -> Histogram {
-        let mut groups = Vec::new();
+        let mut buckets = Vec::new();
         for (word_index, word) in self.used.iter_mut().enumerate() {
             let mut bits = std::mem::take(word);
             while bits != 0 {
-                let index = word_index * 64 + bits.trailing_zeros() as usize;
+                let group = word_index * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let counts = std::mem::take(&mut self.counts[index]);
-                if counts.iter().any(|&c| c != 0) {
-                    groups.push(Group { index, counts });
+                let counts = std::mem::take(&mut self.counts[group]);
+                for (at, count) in counts.into_iter().enumerate() {
+                    if count != 0 {
+                        buckets.push(Bucket {
+                            index: (group * GROUP + at) as u32,
+                            count,
+                        });
+                    }
                 }
             }
         }
         Histogram {
-            groups,
+            buckets,
             sum: std::mem::take(&mut self.sum),
         }
     }
