@@ -2,18 +2,22 @@
 //! `metrics` recorder (metrics-exporter-prometheus, an OpenTelemetry bridge).
 //!
 //! After every rollup: counters are set to the sites' monotonic totals
-//! (`absolute`), gauges to their current values, and the interval's latency
-//! histogram is recorded bucket by bucket (`record_many` of the bucket's
-//! value, in seconds), so a recorder sees every call within 1.6 % without
-//! ferrite-obs replaying samples. Names and labels are those of `/metrics`,
-//! but for two that the facade's integer counters cannot carry: busy time
-//! (only in `/metrics`) and the collector's CPU time (a gauge,
-//! `ferrite_obs_collector_cpu_seconds`).
+//! (`absolute`), gauges to their current values, and the latency of the
+//! interval's calls goes out as one gauge per quantile,
+//! `ferrite_{probe,command}_interval_duration_seconds{..., stat="p50"}`
+//! (also `p90`, `p99`, `p999` and `max`, as in `/snapshot`), NaN for an
+//! interval in which no call completed (`quantile` is a summary's label,
+//! which a gauge may not use). Not as a facade histogram: the facade takes samples one at a
+//! time, and replaying a rollup's calls into it would cost the collector
+//! (and the recorder's memory) in proportion to the host's call rate; the
+//! exact histograms, with every bucket, are in the endpoint's `/metrics`.
+//! Names and labels are those of `/metrics`, but for two that the facade's
+//! integer counters cannot carry: busy time (only in `/metrics`) and the
+//! collector's CPU time (a gauge, `ferrite_obs_collector_cpu_seconds`).
 //! Without a recorder installed, every call here is a no-op.
 
 use metrics::{Label, Unit};
 
-use crate::histogram::bucket_value;
 use crate::prometheus::SITE_FAMILIES;
 use crate::snapshot::{SiteSnapshot, Snapshot};
 
@@ -28,10 +32,11 @@ pub(crate) fn describe() {
                 _ => metrics::describe_gauge!(name, Unit::Count, family.help),
             }
         }
-        metrics::describe_histogram!(
-            format!("ferrite_{prefix}_duration_seconds"),
+        metrics::describe_gauge!(
+            format!("ferrite_{prefix}_interval_duration_seconds"),
             Unit::Seconds,
-            "Latency of completed calls."
+            "Latency of the calls completed in the last rollup interval, by quantile \
+             (within 1.6 %); NaN when none completed."
         );
     }
     metrics::describe_counter!(
@@ -78,11 +83,20 @@ impl std::fmt::Debug for Exporter {
     }
 }
 
-/// One site's metrics: one handle per [`SITE_FAMILIES`] entry, then the
-/// latency histogram.
+/// The quantiles exported as gauges, with their label values.
+const QUANTILES: [(f64, &str); 5] = [
+    (0.5, "p50"),
+    (0.9, "p90"),
+    (0.99, "p99"),
+    (0.999, "p999"),
+    (1.0, "max"),
+];
+
+/// One site's metrics: one handle per [`SITE_FAMILIES`] entry, then one
+/// latency gauge per [`QUANTILES`] entry.
 struct SiteHandles {
     families: Vec<Handle>,
-    latency: metrics::Histogram,
+    latency: Vec<metrics::Gauge>,
 }
 
 enum Handle {
@@ -118,11 +132,9 @@ impl Exporter {
                     Handle::Skipped => {}
                 }
             }
-            for (low, _, count) in site.interval.latency.buckets() {
-                let seconds = bucket_value(crate::histogram::bucket_index(low)) as f64 / 1e9;
-                handles
-                    .latency
-                    .record_many(seconds, usize::try_from(count).unwrap_or(usize::MAX));
+            for ((q, _), gauge) in QUANTILES.iter().zip(&handles.latency) {
+                let ns = site.interval.latency.quantile(*q);
+                gauge.set(ns.map_or(f64::NAN, |ns| ns as f64 / 1e9));
             }
         }
         let cost = &snapshot.collector;
@@ -151,7 +163,15 @@ impl SiteHandles {
                 }
             })
             .collect();
-        let latency = metrics::histogram!(format!("ferrite_{prefix}_duration_seconds"), labels);
+        let name = format!("ferrite_{prefix}_interval_duration_seconds");
+        let latency = QUANTILES
+            .iter()
+            .map(|(_, stat)| {
+                let mut labels = labels.clone();
+                labels.push(Label::from_static_parts("stat", stat));
+                metrics::gauge!(name.clone(), labels)
+            })
+            .collect();
         SiteHandles { families, latency }
     }
 }
