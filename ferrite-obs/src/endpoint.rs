@@ -189,7 +189,10 @@ fn snapshot_json(snapshot: &Snapshot) -> String {
     for (i, site) in snapshot.sites.iter().enumerate() {
         let t = &site.total;
         let v = &site.interval;
-        let q = |q: f64| v.quantile(q).map_or("null".to_owned(), |ns| ns.to_string());
+        let [p50, p90, p99, p999, max] = v
+            .latency
+            .quantiles([0.5, 0.9, 0.99, 0.999, 1.0])
+            .map(|ns| ns.map_or("null".to_owned(), |ns| ns.to_string()));
         let _ = write!(
             out,
             "{}{{\"name\":{},\"module\":{},\"command\":{},\"async\":{},\
@@ -219,11 +222,11 @@ fn snapshot_json(snapshot: &Snapshot) -> String {
             v.calls_per_second,
             v.polls,
             v.busy_ns,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            q(1.0),
+            p50,
+            p90,
+            p99,
+            p999,
+            max,
         );
     }
     out.push_str("],\"kernel\":");

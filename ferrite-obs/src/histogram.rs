@@ -211,6 +211,39 @@ impl Histogram {
         None
     }
 
+    /// [`Histogram::quantile`] of each of `qs`, in one walk through the
+    /// buckets.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<u64>; N] {
+        let count = self.count();
+        let mut answers = [None; N];
+        if count == 0 {
+            return answers;
+        }
+        let ranks = qs.map(|q| {
+            let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+            ((q * count as f64).ceil() as u64).clamp(1, count)
+        });
+        // Visit the ranks in ascending order, whatever the order of `qs`.
+        let mut order: [usize; N] = std::array::from_fn(|i| i);
+        order.sort_unstable_by_key(|&i| ranks[i]);
+        let mut next = order.iter().peekable();
+        let mut seen = 0u64;
+        for (index, c) in self.counts() {
+            seen = seen.saturating_add(c);
+            while let Some(&&i) = next.peek() {
+                if ranks[i] > seen {
+                    break;
+                }
+                answers[i] = Some(bucket_value(index));
+                next.next();
+            }
+            if next.peek().is_none() {
+                break;
+            }
+        }
+        answers
+    }
+
     /// The reported value of the smallest recorded value's bucket.
     pub fn min(&self) -> Option<u64> {
         self.quantile(0.0)

@@ -132,8 +132,8 @@ impl Exporter {
                     Handle::Skipped => {}
                 }
             }
-            for ((q, _), gauge) in QUANTILES.iter().zip(&handles.latency) {
-                let ns = site.interval.latency.quantile(*q);
+            let values = site.interval.latency.quantiles(QUANTILES.map(|(q, _)| q));
+            for (ns, gauge) in values.iter().zip(&handles.latency) {
                 gauge.set(ns.map_or(f64::NAN, |ns| ns as f64 / 1e9));
             }
         }

@@ -91,6 +91,20 @@ proptest! {
     }
 
     #[test]
+    fn quantiles_in_one_walk_are_each_quantile(
+        values in prop::collection::vec(latency(), 0..200),
+        qs in prop::array::uniform5(prop_oneof![
+            -0.5f64..1.5,
+            Just(0.0),
+            Just(1.0),
+            Just(f64::NAN),
+        ]),
+    ) {
+        let h = histogram_of(&values);
+        prop_assert_eq!(h.quantiles(qs), qs.map(|q| h.quantile(q)));
+    }
+
+    #[test]
     fn delta_undoes_merge(
         a in prop::collection::vec(tracked(), 0..50),
         b in prop::collection::vec(tracked(), 0..50),
