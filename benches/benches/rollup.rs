@@ -8,11 +8,6 @@
 //! Prints the mean and worst rollup time (target: at most 1 ms), the
 //! collector's CPU time, and the resident memory per site and per
 //! (site, thread) pair, measured as the growth of the process's RSS.
-//!
-//! With `FERRITE_BENCH_RECORDER=prometheus`, metrics-exporter-prometheus is
-//! installed as the `metrics` recorder first, as a server exporting through
-//! it would have it (its render is called after every snapshot read, as a
-//! scrape would).
 
 use std::net::SocketAddr;
 use std::sync::Barrier;
@@ -41,15 +36,6 @@ fn main() {
         .map(|i| leaked_site(format!("site_{i:04}"), false))
         .collect();
     let rss_sites = rss();
-
-    let recorder = std::env::var("FERRITE_BENCH_RECORDER")
-        .is_ok_and(|r| r == "prometheus")
-        .then(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).expect("the only recorder");
-            handle
-        });
 
     let handle = ferrite_obs::start(Config {
         enabled: true,
@@ -82,12 +68,7 @@ fn main() {
         let rss_shards = rss();
         let first = handle.snapshot();
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(3) {
-            std::thread::sleep(Duration::from_millis(250));
-            if let Some(recorder) = &recorder {
-                std::hint::black_box(recorder.render());
-            }
-        }
+        std::thread::sleep(Duration::from_secs(3));
         let last = handle.snapshot();
         stop.store(true, Ordering::Relaxed);
         (rss_shards, (first, last, started.elapsed()))
@@ -98,14 +79,7 @@ fn main() {
     let cpu = last.collector.thread_cpu - first.collector.thread_cpu;
     let calls: u64 = last.sites.iter().map(|s| s.total.calls).sum();
 
-    println!(
-        "## Rollup: {SITES} sites, {THREADS} writer threads, rollup every 50 ms{}\n",
-        if recorder.is_some() {
-            ", metrics-exporter-prometheus installed"
-        } else {
-            ""
-        }
-    );
+    println!("## Rollup: {SITES} sites, {THREADS} writer threads, rollup every 50 ms\n");
     println!("| figure | value |\n|---|---:|");
     println!(
         "| rollups measured | {n} (over {:.1} s) |",
