@@ -7,10 +7,11 @@
 //! `ferrite_{probe,command}_interval_duration_seconds{..., stat="p50"}`
 //! (also `p90`, `p99`, `p999` and `max`, as in `/snapshot`), NaN for an
 //! interval in which no call completed (`quantile` is a summary's label,
-//! which a gauge may not use). Not as a facade histogram: the facade takes samples one at a
-//! time, and replaying a rollup's calls into it would cost the collector
-//! (and the recorder's memory) in proportion to the host's call rate; the
-//! exact histograms, with every bucket, are in the endpoint's `/metrics`.
+//! which a gauge may not use). Not as a facade histogram: the facade takes
+//! samples one at a time, and replaying a rollup's calls into it would cost
+//! the collector (and the recorder's memory) in proportion to the host's
+//! call rate; the exact histograms, with every bucket, are in the
+//! endpoint's `/metrics`.
 //! Names and labels are those of `/metrics`, but for two that the facade's
 //! integer counters cannot carry: busy time (only in `/metrics`) and the
 //! collector's CPU time (a gauge, `ferrite_obs_collector_cpu_seconds`).
