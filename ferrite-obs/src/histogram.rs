@@ -195,24 +195,12 @@ impl Histogram {
     /// The exact quantile is the `ceil(q * count)`-th smallest value (the
     /// smallest for `q = 0`); the answer is the midpoint of its bucket.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let count = self.count();
-        if count == 0 {
-            return None;
-        }
-        let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
-        let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
-        let mut seen = 0u64;
-        for (index, c) in self.counts() {
-            seen = seen.saturating_add(c);
-            if seen >= rank {
-                return Some(bucket_value(index));
-            }
-        }
-        None
+        let [value] = self.quantiles([q]);
+        value
     }
 
-    /// [`Histogram::quantile`] of each of `qs`, in one walk through the
-    /// buckets.
+    /// [`Histogram::quantile`] of each of `qs` (in any order), in one walk
+    /// through the buckets.
     pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<u64>; N] {
         let count = self.count();
         let mut answers = [None; N];
@@ -293,8 +281,8 @@ impl Histogram {
 const GROUPS: usize = BUCKETS.div_ceil(GROUP);
 
 /// A histogram being summed from many parts, with every bucket in place:
-/// adding a group is sixteen additions rather than a search (and perhaps an
-/// insert) in the sparse form. [`Dense::take`] hands the sum over as a
+/// adding a run of counts is as many additions, rather than a search (and
+/// perhaps an insert) per bucket in the sparse form. [`Dense::take`] hands the sum over as a
 /// [`Histogram`] and leaves this one empty, touching only the groups that
 /// were added to; one `Dense` serves a whole fold.
 pub(crate) struct Dense {
@@ -329,11 +317,7 @@ impl Dense {
 
     /// Adds `n` to bucket `index`, saturating.
     pub(crate) fn add_bucket(&mut self, index: usize, n: u64) {
-        let (group, at) = (index / GROUP, index % GROUP);
-        if let Some(mine) = self.counts.get_mut(group) {
-            self.used[group / 64] |= 1 << (group % 64);
-            mine[at] = mine[at].saturating_add(n);
-        }
+        self.add_run(index, &[n]);
     }
 
     pub(crate) fn add_sum(&mut self, sum: u64) {

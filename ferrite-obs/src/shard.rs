@@ -30,10 +30,10 @@
 //! that any [`POOL`] consecutive groups (four octaves) all fit and a call
 //! finds its counter without first loading where it is. A group is one
 //! cache line of counts, so a reader loads only the lines calls reached:
-//! the few a site's usual latencies span, and one per rare slow call. A group whose entry
-//! another holds, and every group of the shared slot (whose writers race),
-//! counts in an overflow array of every bucket, allocated the first time it
-//! is needed. A shard is then 1,152 bytes rather than the 9.5 KiB of a full
+//! the few a site's usual latencies span, and one per rare slow call. A
+//! group whose entry another holds, and every group of the shared slot
+//! (whose writers race), counts in an overflow array of every bucket,
+//! allocated the first time it is needed. A shard is then 1,152 bytes rather than the 9.5 KiB of a full
 //! histogram, and what a reader folds sits on a few adjacent cache lines.
 //!
 //! Readers ([`Shard::read`], over all shards of a site in
@@ -445,6 +445,17 @@ mod tests {
     use super::*;
     use crate::histogram::bucket_bounds;
 
+    /// Every read phase of `shard`, in order, as a site's fold runs them.
+    fn fold(shard: &Shard) -> Totals {
+        let mut totals = Totals::default();
+        let mut latency = Dense::new();
+        for phase in READ_PHASES {
+            shard.read(phase, &mut totals, &mut latency);
+        }
+        totals.histogram = latency.take();
+        totals
+    }
+
     #[test]
     fn every_group_is_counted_in_the_pool_or_the_overflow_array() {
         for exclusive in [true, false] {
@@ -460,12 +471,7 @@ mod tests {
                     expected.record(value);
                 }
             }
-            let mut totals = Totals::default();
-            let mut latency = Dense::new();
-            for phase in READ_PHASES {
-                shard.read(phase, &mut totals, &mut latency);
-            }
-            totals.histogram = latency.take();
+            let totals = fold(&shard);
             assert_eq!(totals.histogram, expected, "exclusive: {exclusive}");
             assert_eq!(
                 (totals.started, totals.completed, totals.errors),
@@ -489,12 +495,7 @@ mod tests {
             shard.record_end(value, false, true);
         }
         assert!(shard.overflow.load(Ordering::Relaxed).is_null());
-        let mut totals = Totals::default();
-        let mut latency = Dense::new();
-        for phase in READ_PHASES {
-            shard.read(phase, &mut totals, &mut latency);
-        }
-        totals.histogram = latency.take();
+        let totals = fold(&shard);
         assert_eq!(totals.histogram.count(), 200);
         assert_eq!(totals.histogram.sum(), (1_000..1_200).sum::<u64>());
     }

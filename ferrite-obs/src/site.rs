@@ -139,9 +139,9 @@ impl Site {
     }
 
     /// Folds every shard of this site, following the read order that the
-    /// shard protocol requires, without stopping writers.
-    /// The latency histogram is summed in `latency` (empty, and left empty:
-    /// one serves a whole fold).
+    /// shard protocol requires, without stopping writers. The latency
+    /// histogram is summed in `latency` (empty, and left empty: one serves a
+    /// whole fold).
     pub(crate) fn read_with(&self, latency: &mut Dense) -> Totals {
         let mut totals = Totals::default();
         // Read once: every phase must fold the same shards.
