@@ -96,8 +96,5 @@ fn figures_reach_an_installed_prometheus_recorder() {
 
     support::promtool_check(&text);
 
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(handle.shutdown());
+    support::shutdown(handle);
 }

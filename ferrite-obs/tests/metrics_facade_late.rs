@@ -74,8 +74,5 @@ fn a_recorder_installed_after_start_gets_the_figures() {
     );
     support::promtool_check(&text);
 
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(handle.shutdown());
+    support::shutdown(handle);
 }

@@ -39,13 +39,6 @@ fn threads() -> Vec<String> {
         .collect()
 }
 
-fn shutdown(handle: Handle) {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(handle.shutdown());
-}
-
 /// Waits (bounded) for a snapshot that satisfies `done`.
 fn wait_for(handle: &Handle, what: &str, done: impl Fn(&ferrite_obs::Snapshot) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -79,8 +72,8 @@ fn disabled_config_starts_nothing_and_records_nothing() {
     assert!(handle.snapshot().sites.is_empty());
     // A disabled handle does not hold the process's one runtime.
     let second = ferrite_obs::start(Config::default()).expect("disabled twice is fine");
-    shutdown(second);
-    shutdown(handle);
+    support::shutdown(second);
+    support::shutdown(handle);
 }
 
 #[test]
@@ -128,7 +121,7 @@ fn enabled_runtime_publishes_exact_counts_and_shuts_down_cleanly() {
         "the collector's own thread CPU time"
     );
 
-    shutdown(handle);
+    support::shutdown(handle);
     assert!(!ferrite_obs::is_recording(), "shutdown turns recording off");
     assert!(
         !threads().iter().any(|t| t == "ferrite-obs"),
@@ -136,7 +129,7 @@ fn enabled_runtime_publishes_exact_counts_and_shuts_down_cleanly() {
         threads()
     );
     let again = ferrite_obs::start(enabled()).expect("start again after shutdown");
-    shutdown(again);
+    support::shutdown(again);
 }
 
 #[test]
@@ -181,7 +174,7 @@ fn interval_figures_are_the_difference_of_consecutive_totals() {
             "saw only {pairs} consecutive snapshots in 20 s"
         );
     }
-    shutdown(handle);
+    support::shutdown(handle);
 }
 
 #[test]
@@ -313,7 +306,7 @@ fn endpoint_serves_metrics_promtool_accepts_with_exact_counts() {
     let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
     assert_eq!(http(addr, &huge).0, 431);
 
-    shutdown(handle);
+    support::shutdown(handle);
     TcpListener::bind(addr).expect("the endpoint's port is free after shutdown");
 }
 
@@ -343,7 +336,7 @@ fn a_taken_endpoint_address_fails_start_and_says_which() {
         "a failed start leaves recording off"
     );
     let handle = ferrite_obs::start(enabled()).expect("a failed start does not hold the runtime");
-    shutdown(handle);
+    support::shutdown(handle);
 }
 
 #[test]
@@ -423,5 +416,5 @@ fn slow_commands_are_logged_newest_first_in_a_bounded_ring() {
     } else {
         assert!(kernel.is_null(), "{kernel}");
     }
-    shutdown(handle);
+    support::shutdown(handle);
 }

@@ -371,7 +371,7 @@ fn io_uring_requests_are_attributed_to_their_commands_exactly() {
         "{names:?}"
     );
     check_exports(&handle, &kernel);
-    shutdown(handle);
+    support::shutdown(handle);
 }
 
 /// `/metrics` (checked by promtool), `/snapshot` and `/status` carry the
@@ -616,7 +616,7 @@ fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
         "most commands are logged: {logged:?}, dropped {}",
         slowlog.dropped
     );
-    shutdown(handle);
+    support::shutdown(handle);
 }
 
 /// With one slot table, a second thread that tags while the first holds it
@@ -694,7 +694,7 @@ fn a_thread_without_a_slot_table_is_counted_and_unattributed() {
         kernel.counters.threads_without_slot_table - before.counters.threads_without_slot_table,
         1
     );
-    shutdown(handle);
+    support::shutdown(handle);
 }
 
 fn gettid() -> u32 {
@@ -779,7 +779,7 @@ fn threads_whose_registrations_collide_are_both_attributed() {
         kernel.counters.unattributed, before.counters.unattributed,
         "nothing unattributed"
     );
-    shutdown(handle);
+    support::shutdown(handle);
 }
 
 #[probe(command, name = "SLEEPY", skip_all)]
@@ -858,7 +858,7 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
         assert!(kernel.off_cpu <= entry.duration, "{entry:?}");
         assert_eq!(kernel.io_requests, 0, "{entry:?}");
     }
-    shutdown(handle);
+    support::shutdown(handle);
 }
 
 /// The maps of the kernel view's object, by name.
@@ -949,7 +949,7 @@ fn shutdown_detaches_every_program() {
         ],
         "every program is loaded while running"
     );
-    shutdown(handle);
+    support::shutdown(handle);
     // Freed once the last reference is gone (a map mapped into the process
     // only once its mapping is), after a grace period: give it a moment,
     // not forever.
@@ -981,14 +981,6 @@ fn shutdown_detaches_every_program() {
         Vec::<(u32, String)>::new(),
         "no map is left after shutdown"
     );
-}
-
-/// Shuts the runtime down and waits until it has (the kernel view unloaded).
-fn shutdown(handle: Handle) {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(handle.shutdown());
 }
 
 #[test]
@@ -1091,5 +1083,5 @@ fn more_commands_than_the_io_table_holds_are_counted_exactly() {
         kernel.counters.stats_full, 0,
         "the hash behind the table had room"
     );
-    shutdown(handle);
+    support::shutdown(handle);
 }

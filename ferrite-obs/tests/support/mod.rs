@@ -27,3 +27,13 @@ pub(crate) fn promtool_check(text: &str) {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// Stops the runtime behind `handle` and waits until it has released
+/// everything, from a test that has no tokio runtime of its own.
+#[allow(dead_code, reason = "the server tests drive a process, not a Handle")]
+pub(crate) fn shutdown(handle: ferrite_obs::Handle) {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(handle.shutdown());
+}
