@@ -282,9 +282,9 @@ const GROUPS: usize = BUCKETS.div_ceil(GROUP);
 
 /// A histogram being summed from many parts, with every bucket in place:
 /// adding a run of counts is as many additions, rather than a search (and
-/// perhaps an insert) per bucket in the sparse form. [`Dense::take`] hands the sum over as a
-/// [`Histogram`] and leaves this one empty, touching only the groups that
-/// were added to; one `Dense` serves a whole fold.
+/// perhaps an insert) per bucket in the sparse form. [`Dense::take`] hands
+/// the sum over as a [`Histogram`] and leaves this one empty, touching only
+/// the groups that were added to; one `Dense` serves a whole fold.
 pub(crate) struct Dense {
     counts: Box<[[u64; GROUP]]>,
     /// Bit `g`: group `g` has been added to since the last `take`.

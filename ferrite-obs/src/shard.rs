@@ -33,11 +33,12 @@
 //! the few a site's usual latencies span, and one per rare slow call. A
 //! group whose entry another holds, and every group of the shared slot
 //! (whose writers race), counts in an overflow array of every bucket,
-//! allocated the first time it is needed. A shard is then 1,152 bytes rather than the 9.5 KiB of a full
-//! histogram, and what a reader folds sits on a few adjacent cache lines.
+//! allocated the first time it is needed. A shard is then 1,152 bytes
+//! rather than the 9.5 KiB of a full histogram, and what a reader folds
+//! sits on a few adjacent cache lines.
 //!
 //! Readers ([`Shard::read`], over all shards of a site in
-//! [`crate::site::Site::read`]) load in the reverse order, each group with
+//! [`crate::site::Site::read_with`]) load in the reverse order, each group with
 //! `Acquire`: `errors`, then `completed`, `cancelled`, `panicked`, then the
 //! histogram and sums, then `started`; the histogram is read through
 //! `touched`, only the groups whose bit is set, so a reader does not scan
