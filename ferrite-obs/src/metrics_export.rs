@@ -19,7 +19,7 @@
 
 use metrics::{Label, Unit};
 
-use crate::prometheus::SITE_FAMILIES;
+use crate::prometheus::{Family, SITE_FAMILIES};
 use crate::snapshot::{SiteSnapshot, Snapshot};
 
 /// Gives the installed recorder the help text and unit of every metric.
@@ -27,10 +27,10 @@ pub(crate) fn describe() {
     for prefix in ["probe", "command"] {
         for family in &SITE_FAMILIES {
             let name = format!("ferrite_{prefix}_{}", family.name);
-            match family.kind {
-                "counter" if family.name.ends_with("_seconds_total") => {}
-                "counter" => metrics::describe_counter!(name, Unit::Count, family.help),
-                _ => metrics::describe_gauge!(name, Unit::Count, family.help),
+            match facade_kind(family) {
+                FacadeKind::Counter => metrics::describe_counter!(name, Unit::Count, family.help),
+                FacadeKind::Gauge => metrics::describe_gauge!(name, Unit::Count, family.help),
+                FacadeKind::Skipped => {}
             }
         }
         metrics::describe_gauge!(
@@ -103,9 +103,24 @@ struct SiteHandles {
 enum Handle {
     Counter(metrics::Counter),
     Gauge(metrics::Gauge),
+    Skipped,
+}
+
+/// What a site family is in the facade.
+enum FacadeKind {
+    Counter,
+    Gauge,
     /// A counter of seconds: the facade's counters count whole events, so
     /// it is left to `/metrics`.
     Skipped,
+}
+
+fn facade_kind(family: &Family) -> FacadeKind {
+    match family.kind {
+        "counter" if family.name.ends_with("_seconds_total") => FacadeKind::Skipped,
+        "counter" => FacadeKind::Counter,
+        _ => FacadeKind::Gauge,
+    }
 }
 
 impl Exporter {
@@ -157,10 +172,10 @@ impl SiteHandles {
             .iter()
             .map(|family| {
                 let name = format!("ferrite_{prefix}_{}", family.name);
-                match family.kind {
-                    "counter" if family.name.ends_with("_seconds_total") => Handle::Skipped,
-                    "counter" => Handle::Counter(metrics::counter!(name, labels.clone())),
-                    _ => Handle::Gauge(metrics::gauge!(name, labels.clone())),
+                match facade_kind(family) {
+                    FacadeKind::Counter => Handle::Counter(metrics::counter!(name, labels.clone())),
+                    FacadeKind::Gauge => Handle::Gauge(metrics::gauge!(name, labels.clone())),
+                    FacadeKind::Skipped => Handle::Skipped,
                 }
             })
             .collect();
