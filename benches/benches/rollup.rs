@@ -5,8 +5,9 @@
 //! cargo bench -p benches --bench rollup
 //! ```
 //!
-//! Prints the mean and worst rollup time (target: at most 1 ms), the
-//! collector's CPU time, and the resident memory per site and per
+//! Prints the mean and last rollup time (target: at most 1 ms), the
+//! collector's CPU time while the threads write and once they are gone (the
+//! same shards, idle), and the resident memory per site and per
 //! (site, thread) pair, measured as the growth of the process's RSS.
 
 use std::net::SocketAddr;
@@ -74,6 +75,11 @@ fn main() {
         (rss_shards, (first, last, started.elapsed()))
     });
     let (first, last, wall) = rollups;
+    // The writers have exited: every shard is idle from here on.
+    std::thread::sleep(Duration::from_millis(100));
+    let idle_first = handle.snapshot();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_last = handle.snapshot();
     let n = last.sequence - first.sequence;
     let total = last.collector.total_rollup - first.collector.total_rollup;
     let cpu = last.collector.thread_cpu - first.collector.thread_cpu;
@@ -96,6 +102,12 @@ fn main() {
     println!(
         "| collector CPU per rollup | {:.3} ms |",
         cpu.as_secs_f64() * 1e3 / n.max(1) as f64
+    );
+    let idle_n = idle_last.sequence - idle_first.sequence;
+    println!(
+        "| collector CPU per rollup, writers gone (idle shards) | {:.3} ms |",
+        (idle_last.collector.thread_cpu - idle_first.collector.thread_cpu).as_secs_f64() * 1e3
+            / idle_n.max(1) as f64
     );
     println!("| sites in the snapshot | {} |", last.sites.len());
     println!("| calls recorded | {calls} |");

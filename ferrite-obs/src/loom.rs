@@ -23,7 +23,7 @@ use loom::thread;
 use crate::latest::Latest;
 use crate::registry::Registry;
 use crate::shard::Totals;
-use crate::site::{Site, SiteMeta};
+use crate::site::{Site, SiteMemo, SiteMeta};
 use crate::slot::{SHARED, Slot};
 
 static META: SiteMeta = SiteMeta {
@@ -69,7 +69,7 @@ impl Running {
 
 /// A reader's fold of every shard of `site`.
 fn fold(site: &Site) -> Totals {
-    site.read_with(&mut crate::histogram::Dense::new())
+    site.read_with(&mut crate::histogram::Dense::new(), None)
 }
 
 fn assert_consistent(t: &Totals) {
@@ -185,6 +185,39 @@ fn a_group_beyond_the_pool_is_folded_from_the_overflow_array() {
         assert_eq!(totals.histogram.sum(), 42);
         assert_eq!(totals.histogram.bucket_count(40), 1);
         assert_eq!(totals.histogram.bucket_count(1), 2);
+    });
+}
+
+#[test]
+fn a_remembered_histogram_is_recalled_only_while_no_call_completes() {
+    model(|| {
+        let registry = leak(Registry::new());
+        let site = leak(Site::new(&META));
+        let running = leak(Running::default());
+        let t = thread::spawn(move || {
+            running.start();
+            let shard = site.shard(Slot::new(0), registry);
+            for ns in [1, 40] {
+                shard.record_start(true);
+                shard.record_end(ns, false, true);
+            }
+        });
+        // Folds that remember, while the calls run: a fold that sees as
+        // many calls completed as the one before keeps what it reads, and
+        // the next that sees that many again recalls it.
+        let mut memo = SiteMemo::default();
+        let mut latency = crate::histogram::Dense::new();
+        running.observe();
+        for _ in 0..2 {
+            assert_consistent(&site.read_with(&mut latency, Some(&mut memo)));
+        }
+        t.join().unwrap();
+        for _ in 0..3 {
+            let totals = site.read_with(&mut latency, Some(&mut memo));
+            assert_eq!(totals.completed, 2);
+            assert_eq!(totals.histogram.count(), 2, "{totals:?}");
+            assert_eq!(totals.histogram.bucket_count(40), 1, "{totals:?}");
+        }
     });
 }
 

@@ -54,6 +54,10 @@
 //! `errors <= calls <= histogram count` and
 //! `calls + cancelled + panicked <= started`; once the writers have finished
 //! (joined), a read is exact. The loom models in `src/loom.rs` check both.
+//!
+//! The collector's folds remember ([`ShardMemo`]): the histogram of a shard
+//! whose `completed` has not moved since it was last read is the one read
+//! then, so a rollup does not load the groups of idle shards again.
 
 use crate::histogram::{BUCKETS, Dense, Histogram, bucket_index};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
@@ -356,10 +360,43 @@ pub(crate) enum ReadPhase {
     Starts,
 }
 
+/// What a fold remembers of one shard from one rollup to the next, so that
+/// the histogram of a shard that recorded nothing since is not read again.
+///
+/// `completed` unchanged means the shard's latency histogram is unchanged as
+/// a fold sees it: a fold counts the calls up to `completed` (every one but
+/// the last from the buckets, the last from `pending` when the buckets lack
+/// it), and no count of those calls can move. The histogram is kept after
+/// the shard was seen idle for one interval, so a shard that records all the
+/// time costs nothing more than the comparison.
+#[derive(Debug, Default)]
+pub(crate) struct ShardMemo {
+    /// `completed` at the last fold; `None` before the first.
+    completed: Option<u64>,
+    /// The latency buckets folded at `completed`, `(index, count)`, kept
+    /// once `completed` was seen unchanged.
+    buckets: Option<Box<[(u32, u64)]>>,
+}
+
+impl ShardMemo {
+    /// Whether a fold would take `shard`'s histogram from here (a hint:
+    /// `completed` is loaded without ordering).
+    pub(crate) fn recalls(&self, shard: &Shard) -> bool {
+        self.buckets.is_some() && self.completed == Some(shard.completed.load(Ordering::Relaxed))
+    }
+}
+
 impl Shard {
     /// Adds this shard's counters of one read phase into `totals`, and its
-    /// latency histogram into `latency`.
-    pub(crate) fn read(&self, phase: ReadPhase, totals: &mut Totals, latency: &mut Dense) {
+    /// latency histogram into `latency`; with `memo`, a histogram that has
+    /// not changed since that fold is added from there instead of read.
+    pub(crate) fn read(
+        &self,
+        phase: ReadPhase,
+        totals: &mut Totals,
+        latency: &mut Dense,
+        memo: Option<&mut ShardMemo>,
+    ) {
         let acquire = |c: &AtomicU64| c.load(Ordering::Acquire);
         let relaxed = |c: &AtomicU64| c.load(Ordering::Relaxed);
         match phase {
@@ -375,35 +412,28 @@ impl Shard {
                 // Calls this shard had completed: every one but the last is
                 // in a bucket, that last one perhaps still pending.
                 let completed = acquire(&self.completed);
-                let mut in_buckets = 0u64;
-                for group in self.touched_groups() {
-                    let buckets: &[AtomicU64] =
-                        if let Some(entry) = self.pooled(group, Ordering::Acquire) {
-                            &entry.0
-                        } else {
-                            let overflow = self.overflow.load(Ordering::Acquire);
-                            if overflow.is_null() {
-                                // The bit is visible before the group's
-                                // place: no call this read counts is in it.
-                                continue;
-                            }
-                            // SAFETY: as in `overflow_or_allocate`.
-                            let overflow = unsafe { &*overflow };
-                            &overflow.0[group * SPAN..(group * SPAN + SPAN).min(SHARD_BUCKETS)]
+                match memo {
+                    None => self.read_buckets(completed, latency, None),
+                    Some(memo) if memo.completed != Some(completed) => {
+                        *memo = ShardMemo {
+                            completed: Some(completed),
+                            buckets: None,
                         };
-                    let mut counts = [0u64; SPAN];
-                    for (count, bucket) in counts.iter_mut().zip(buckets) {
-                        *count = relaxed(bucket);
-                        in_buckets = in_buckets.saturating_add(*count);
+                        self.read_buckets(completed, latency, None);
                     }
-                    latency.add_run(group * SPAN, &counts);
-                }
-                // Read after the buckets: a later call than the one missing
-                // from them, or that one; never one already counted (the
-                // buckets hold exactly `completed - 1` calls when read so).
-                let pending = relaxed(&self.pending);
-                if pending != 0 && in_buckets < completed {
-                    latency.add_bucket(bucket_of(pending - 1), 1);
+                    Some(ShardMemo {
+                        buckets: Some(buckets),
+                        ..
+                    }) => {
+                        for &(index, count) in buckets.iter() {
+                            latency.add_bucket(index as usize, count);
+                        }
+                    }
+                    Some(memo) => {
+                        let mut kept = Vec::new();
+                        self.read_buckets(completed, latency, Some(&mut kept));
+                        memo.buckets = Some(kept.into_boxed_slice());
+                    }
                 }
                 latency.add_sum(relaxed(&self.sum_ns));
                 totals.polls = totals.polls.saturating_add(relaxed(&self.polls));
@@ -411,6 +441,53 @@ impl Shard {
             }
             ReadPhase::Starts => {
                 totals.started = totals.started.saturating_add(relaxed(&self.started))
+            }
+        }
+    }
+
+    /// Adds the buckets of the calls up to `completed` (read before, with
+    /// `Acquire`) into `latency`, and into `kept` if given.
+    fn read_buckets(
+        &self,
+        completed: u64,
+        latency: &mut Dense,
+        mut kept: Option<&mut Vec<(u32, u64)>>,
+    ) {
+        let mut in_buckets = 0u64;
+        for group in self.touched_groups() {
+            let buckets: &[AtomicU64] = if let Some(entry) = self.pooled(group, Ordering::Acquire) {
+                &entry.0
+            } else {
+                let overflow = self.overflow.load(Ordering::Acquire);
+                if overflow.is_null() {
+                    // The bit is visible before the group's place: no call
+                    // this read counts is in it.
+                    continue;
+                }
+                // SAFETY: as in `overflow_or_allocate`.
+                let overflow = unsafe { &*overflow };
+                &overflow.0[group * SPAN..(group * SPAN + SPAN).min(SHARD_BUCKETS)]
+            };
+            let mut counts = [0u64; SPAN];
+            for (count, bucket) in counts.iter_mut().zip(buckets) {
+                *count = bucket.load(Ordering::Relaxed);
+                in_buckets = in_buckets.saturating_add(*count);
+            }
+            latency.add_run(group * SPAN, &counts);
+            if let Some(kept) = kept.as_deref_mut() {
+                let nonzero = (group * SPAN..).zip(counts).filter(|&(_, c)| c != 0);
+                kept.extend(nonzero.map(|(index, c)| (index as u32, c)));
+            }
+        }
+        // Read after the buckets: a later call than the one missing from
+        // them, or that one; never one already counted (the buckets hold
+        // exactly `completed - 1` calls when read so).
+        let pending = self.pending.load(Ordering::Relaxed);
+        if pending != 0 && in_buckets < completed {
+            let index = bucket_of(pending - 1);
+            latency.add_bucket(index, 1);
+            if let Some(kept) = kept {
+                kept.push((index as u32, 1));
             }
         }
     }
@@ -448,13 +525,49 @@ mod tests {
 
     /// Every read phase of `shard`, in order, as a site's fold runs them.
     fn fold(shard: &Shard) -> Totals {
+        fold_remembering(shard, None)
+    }
+
+    fn fold_remembering(shard: &Shard, mut memo: Option<&mut ShardMemo>) -> Totals {
         let mut totals = Totals::default();
         let mut latency = Dense::new();
         for phase in READ_PHASES {
-            shard.read(phase, &mut totals, &mut latency);
+            shard.read(phase, &mut totals, &mut latency, memo.as_deref_mut());
         }
         totals.histogram = latency.take();
         totals
+    }
+
+    #[test]
+    fn a_remembered_histogram_is_the_one_a_full_read_finds() {
+        for exclusive in [true, false] {
+            let shard = Shard::boxed();
+            let mut memo = ShardMemo::default();
+            let record = |values: &[u64]| {
+                for &value in values {
+                    shard.record_start(exclusive);
+                    shard.record_end(value, false, exclusive);
+                }
+            };
+            // Groups in the pool and beyond it; then idle for two folds (the
+            // second recalls), then more calls, then idle again.
+            record(&[5, 5_000, 1 << 20, 1 << 30, 1 << 40, 5]);
+            for expect_recall in [false, false, true] {
+                assert_eq!(memo.recalls(&shard), expect_recall);
+                let recalled = fold_remembering(&shard, Some(&mut memo));
+                assert_eq!(recalled.histogram, fold(&shard).histogram);
+                assert_eq!(recalled.histogram.count(), 6, "exclusive: {exclusive}");
+            }
+            record(&[7, 1 << 35]);
+            assert!(!memo.recalls(&shard), "a call completed since");
+            for _ in 0..3 {
+                let recalled = fold_remembering(&shard, Some(&mut memo));
+                assert_eq!(recalled.histogram, fold(&shard).histogram);
+                assert_eq!(recalled.histogram.count(), 8, "exclusive: {exclusive}");
+                assert_eq!(recalled.completed, 8);
+            }
+            assert!(memo.recalls(&shard));
+        }
     }
 
     #[test]

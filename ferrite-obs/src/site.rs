@@ -15,7 +15,7 @@ use std::ptr;
 
 use crate::histogram::Dense;
 use crate::registry::Registry;
-use crate::shard::{READ_PHASES, Shard, Totals};
+use crate::shard::{READ_PHASES, ReadPhase, Shard, ShardMemo, Totals};
 use crate::slot::{SHARED, SLOTS, Slot};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
@@ -124,51 +124,92 @@ impl Site {
     /// Asks the CPU to fetch the first lines of every shard (counters,
     /// bitmap and tags), which a fold reads.
     pub(crate) fn prefetch_shards(&self) {
-        for cell in self.cells(exclusive_slots()) {
+        for (_, cell) in self.cells(exclusive_slots()) {
             // Only an address: a prefetch reads nothing and never faults.
             Shard::prefetch(cell.load(Ordering::Relaxed));
         }
     }
 
-    /// Asks the CPU to fetch the pool entries a fold of every shard reads;
-    /// best after [`Site::prefetch_shards`] has brought their bitmaps in.
-    pub(crate) fn prefetch_groups(&self) {
-        for shard in self.installed(exclusive_slots()) {
-            shard.prefetch_groups();
+    /// Asks the CPU to fetch the pool entries a fold of every shard reads
+    /// (with `memo`, of the shards it will read rather than recall); best
+    /// after [`Site::prefetch_shards`] has brought their bitmaps in.
+    pub(crate) fn prefetch_groups(&self, memo: Option<&SiteMemo>) {
+        for (slot, shard) in self.installed(exclusive_slots()) {
+            if !memo.is_some_and(|memo| memo.recalls(slot, shard)) {
+                shard.prefetch_groups();
+            }
         }
     }
 
     /// Folds every shard of this site, following the read order that the
     /// shard protocol requires, without stopping writers. The latency
     /// histogram is summed in `latency` (empty, and left empty: one serves a
-    /// whole fold).
-    pub(crate) fn read_with(&self, latency: &mut Dense) -> Totals {
+    /// whole fold). With `memo`, what the previous fold with the same memo
+    /// kept of this site's shards, a shard that recorded nothing since is
+    /// not read again.
+    pub(crate) fn read_with(&self, latency: &mut Dense, mut memo: Option<&mut SiteMemo>) -> Totals {
         let mut totals = Totals::default();
         // Read once: every phase must fold the same shards.
         let exclusive = exclusive_slots();
         for phase in READ_PHASES {
-            for shard in self.installed(exclusive) {
-                shard.read(phase, &mut totals, latency);
+            for (slot, shard) in self.installed(exclusive) {
+                // Only the histogram is remembered.
+                let memo = match phase {
+                    ReadPhase::Latency => memo.as_deref_mut().map(|memo| memo.shard(slot)),
+                    _ => None,
+                };
+                shard.read(phase, &mut totals, latency, memo);
             }
         }
         totals.histogram = latency.take();
         totals
     }
 
-    /// The shard cells a fold looks at: the exclusive slots below
-    /// `exclusive` (see [`exclusive_slots`]), then the shared slot.
-    fn cells(&self, exclusive: usize) -> impl Iterator<Item = &AtomicPtr<Shard>> {
+    /// The shard cells a fold looks at, with their slots: the exclusive
+    /// slots below `exclusive` (see [`exclusive_slots`]), then the shared
+    /// slot.
+    fn cells(&self, exclusive: usize) -> impl Iterator<Item = (usize, &AtomicPtr<Shard>)> {
         self.shards[..exclusive]
             .iter()
-            .chain([&self.shards[SHARED]])
+            .enumerate()
+            .chain([(SHARED, &self.shards[SHARED])])
     }
 
-    /// The shards installed in [`Site::cells`].
-    fn installed(&self, exclusive: usize) -> impl Iterator<Item = &Shard> {
-        self.cells(exclusive).filter_map(|cell| {
+    /// The shards installed in [`Site::cells`], with their slots.
+    fn installed(&self, exclusive: usize) -> impl Iterator<Item = (usize, &Shard)> {
+        self.cells(exclusive).filter_map(|(slot, cell)| {
             // SAFETY: see `shard`.
-            unsafe { cell.load(Ordering::Acquire).as_ref() }
+            unsafe { cell.load(Ordering::Acquire).as_ref() }.map(|shard| (slot, shard))
         })
+    }
+}
+
+/// What a fold remembers of one site's shards (see [`ShardMemo`]).
+#[derive(Debug, Default)]
+pub(crate) struct SiteMemo {
+    exclusive: Vec<ShardMemo>,
+    shared: ShardMemo,
+}
+
+impl SiteMemo {
+    /// Whether a fold would take the histogram of `slot`'s shard from here.
+    fn recalls(&self, slot: usize, shard: &Shard) -> bool {
+        let memo = if slot == SHARED {
+            Some(&self.shared)
+        } else {
+            self.exclusive.get(slot)
+        };
+        memo.is_some_and(|memo| memo.recalls(shard))
+    }
+
+    fn shard(&mut self, slot: usize) -> &mut ShardMemo {
+        if slot == SHARED {
+            return &mut self.shared;
+        }
+        if slot >= self.exclusive.len() {
+            self.exclusive.resize_with(slot + 1, ShardMemo::default);
+        }
+        &mut self.exclusive[slot]
     }
 }
 

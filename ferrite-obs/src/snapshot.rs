@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::histogram::Histogram;
 use crate::kernel::{Kernel, KernelSnapshot};
 use crate::slowlog::{self, SlowLog};
-use crate::stats::{SiteStats, sites};
+use crate::stats::{FoldMemo, SiteStats};
 
 /// Everything the collector knows at one rollup. Published whole; readers
 /// get an `Arc` and never see a half-made snapshot.
@@ -125,6 +125,8 @@ pub(crate) struct Rollup {
     sequence: u64,
     cost: CollectorCost,
     instrumentation: InstrumentationCost,
+    /// What the last fold kept, for the next.
+    memo: FoldMemo,
 }
 
 impl Rollup {
@@ -140,6 +142,7 @@ impl Rollup {
                 per_call_ns,
                 ..InstrumentationCost::default()
             },
+            memo: FoldMemo::default(),
         }
     }
 
@@ -154,7 +157,9 @@ impl Rollup {
         let mut interval_calls = 0u64;
         // Both lists are sorted by site id: one walk through each.
         let mut before = previous.sites.iter().peekable();
-        let sites: Vec<SiteSnapshot> = sites()
+        let sites: Vec<SiteSnapshot> = self
+            .memo
+            .sites()
             .into_iter()
             .map(|total| {
                 while before.next_if(|s| s.total.id < total.id).is_some() {}

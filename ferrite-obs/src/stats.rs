@@ -4,7 +4,7 @@ use crate::sync::Ordering;
 
 use crate::histogram::{Dense, Histogram};
 use crate::registry::REGISTRY;
-use crate::site::Site;
+use crate::site::{Site, SiteMemo, UNASSIGNED};
 
 /// The figures of one call site, folded from every thread's shard.
 ///
@@ -78,9 +78,9 @@ impl SiteStats {
         }
     }
 
-    fn read(site: &'static Site, latency: &mut Dense) -> SiteStats {
+    fn read(site: &'static Site, latency: &mut Dense, memo: Option<&mut SiteMemo>) -> SiteStats {
         let meta = site.meta();
-        let totals = site.read_with(latency);
+        let totals = site.read_with(latency, memo);
         SiteStats {
             id: site.id.load(Ordering::Relaxed),
             name: meta.name,
@@ -106,10 +106,41 @@ impl SiteStats {
 /// Reading never blocks or slows down the probed calls. Sites that have not
 /// recorded yet are not listed.
 pub fn sites() -> Vec<SiteStats> {
+    fold(None)
+}
+
+/// What the collector's folds remember of every site, by site id (see
+/// [`crate::shard::ShardMemo`]).
+#[derive(Debug, Default)]
+pub(crate) struct FoldMemo {
+    sites: Vec<SiteMemo>,
+}
+
+impl FoldMemo {
+    /// [`sites`], recalling from this memo the histograms of shards that
+    /// recorded nothing since its last fold.
+    pub(crate) fn sites(&mut self) -> Vec<SiteStats> {
+        fold(Some(self))
+    }
+
+    fn site(&self, site: &Site) -> Option<&SiteMemo> {
+        self.sites.get(site.id.load(Ordering::Relaxed))
+    }
+}
+
+fn fold(mut memo: Option<&mut FoldMemo>) -> Vec<SiteStats> {
     let sites: Vec<&'static Site> = REGISTRY
         .sites()
         .filter(|site| !std::ptr::eq(*site, &crate::cost::CALIBRATION))
         .collect();
+    if let Some(memo) = memo.as_deref_mut() {
+        // Ids are registration order: this is room for every site's.
+        let ids = sites.iter().map(|s| s.id.load(Ordering::Relaxed));
+        let len = ids.filter(|&id| id != UNASSIGNED).map(|id| id + 1).max();
+        if let Some(len) = len.filter(|&len| len > memo.sites.len()) {
+            memo.sites.resize_with(len, SiteMemo::default);
+        }
+    }
     let mut all = Vec::with_capacity(sites.len());
     let mut latency = Dense::new();
     for (i, site) in sites.iter().enumerate() {
@@ -123,9 +154,11 @@ pub fn sites() -> Vec<SiteStats> {
             ahead.prefetch_shards();
         }
         if let Some(ahead) = sites.get(i + 1) {
-            ahead.prefetch_groups();
+            ahead.prefetch_groups(memo.as_deref().and_then(|memo| memo.site(ahead)));
         }
-        all.push(SiteStats::read(site, &mut latency));
+        let id = site.id.load(Ordering::Relaxed);
+        let site_memo = memo.as_deref_mut().and_then(|memo| memo.sites.get_mut(id));
+        all.push(SiteStats::read(site, &mut latency, site_memo));
     }
     all.sort_by_key(|s| s.id);
     all
@@ -137,7 +170,7 @@ pub fn commands() -> Vec<SiteStats> {
     let mut all: Vec<SiteStats> = REGISTRY
         .sites()
         .filter(|site| site.meta().is_command)
-        .map(|site| SiteStats::read(site, &mut latency))
+        .map(|site| SiteStats::read(site, &mut latency, None))
         .collect();
     all.sort_by_key(|s| s.id);
     all
