@@ -67,6 +67,24 @@ impl Running {
     }
 }
 
+/// A thread that, on exclusive slot 0 of `site`, makes one call of each of
+/// `ns` nanoseconds.
+fn spawn_calls(
+    site: &'static Site,
+    running: &'static Running,
+    ns: &'static [u64],
+) -> thread::JoinHandle<()> {
+    let registry = leak(Registry::new());
+    thread::spawn(move || {
+        running.start();
+        let shard = site.shard(Slot::new(0), registry);
+        for &ns in ns {
+            shard.record_start(true);
+            shard.record_end(ns, false, true);
+        }
+    })
+}
+
 /// A reader's fold of every shard of `site`.
 fn fold(site: &Site) -> Totals {
     site.read_with(&mut crate::histogram::Dense::new(), None)
@@ -158,21 +176,13 @@ fn concurrent_fold_is_consistent_and_exact_after_join() {
 #[test]
 fn a_group_beyond_the_pool_is_folded_from_the_overflow_array() {
     model(|| {
-        let registry = leak(Registry::new());
         let site = leak(Site::new(&META));
         let running = leak(Running::default());
-        let t = thread::spawn(move || {
-            running.start();
-            let shard = site.shard(Slot::new(0), registry);
-            // Groups 0 and 2: the (one-entry) pool takes the first, the
-            // overflow array, allocated meanwhile, the second. An exclusive
-            // writer counts a call's bucket at its next call's end (the
-            // last one stays pending): the third call places the second.
-            for ns in [1, 40, 1] {
-                shard.record_start(true);
-                shard.record_end(ns, false, true);
-            }
-        });
+        // Groups 0 and 2: the (one-entry) pool takes the first, the overflow
+        // array, allocated meanwhile, the second. An exclusive writer counts
+        // a call's bucket at its next call's end (the last one stays
+        // pending): the third call places the second.
+        let t = spawn_calls(site, running, &[1, 40, 1]);
         running.observe();
         let during = fold(site);
         assert_consistent(&during);
@@ -191,17 +201,9 @@ fn a_group_beyond_the_pool_is_folded_from_the_overflow_array() {
 #[test]
 fn a_remembered_histogram_is_recalled_only_while_no_call_completes() {
     model(|| {
-        let registry = leak(Registry::new());
         let site = leak(Site::new(&META));
         let running = leak(Running::default());
-        let t = thread::spawn(move || {
-            running.start();
-            let shard = site.shard(Slot::new(0), registry);
-            for ns in [1, 40] {
-                shard.record_start(true);
-                shard.record_end(ns, false, true);
-            }
-        });
+        let t = spawn_calls(site, running, &[1, 40]);
         // Folds that remember, while the calls run: a fold that sees as
         // many calls completed as the one before keeps what it reads, and
         // the next that sees that many again recalls it.
