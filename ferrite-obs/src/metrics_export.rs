@@ -74,6 +74,8 @@ pub(crate) struct Exporter {
     recorder: Option<usize>,
     /// Each site's handles, by site id.
     sites: Vec<Option<SiteHandles>>,
+    /// The kernel view's figures' handles.
+    kernel: crate::kernel::export::KernelHandles,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -133,6 +135,7 @@ impl Exporter {
             }
             self.recorder = Some(recorder);
             self.sites.clear();
+            self.kernel = crate::kernel::export::KernelHandles::default();
         }
         for site in &snapshot.sites {
             let id = site.total.id;
@@ -160,7 +163,7 @@ impl Exporter {
         metrics::gauge!("ferrite_obs_instrumentation_seconds")
             .set(snapshot.instrumentation.total.as_secs_f64());
         if let Some(kernel) = &snapshot.kernel {
-            crate::kernel::export::export(kernel);
+            self.kernel.export(kernel);
         }
     }
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use ferrite_obs::kernel::{KernelEventKind, KernelSnapshot, KernelStatus, tag_sqe};
 use ferrite_obs::{Config, Handle, probe};
 use io_uring::{IoUring, opcode, squeue, types};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// One runtime per process: the tests take turns.
 static RUNTIME: Mutex<()> = Mutex::new(());
@@ -229,6 +230,11 @@ fn mixed(worker: &mut Worker, n: u64) {
 #[test]
 fn io_uring_requests_are_attributed_to_their_commands_exactly() {
     let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The `metrics` facade's recorder, as a server exporting through it
+    // would install (the only one of this test binary).
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let facade = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("no other recorder in this binary");
     let Some(handle) = start("io_uring_requests_are_attributed_to_their_commands_exactly") else {
         return;
     };
@@ -370,13 +376,13 @@ fn io_uring_requests_are_attributed_to_their_commands_exactly() {
         names.contains(&"read") && names.contains(&"fsync"),
         "{names:?}"
     );
-    check_exports(&handle, &kernel);
+    check_exports(&handle, &kernel, &facade);
     support::shutdown(handle);
 }
 
-/// `/metrics` (checked by promtool), `/snapshot` and `/status` carry the
-/// kernel figures the snapshot has.
-fn check_exports(handle: &Handle, kernel: &KernelSnapshot) {
+/// `/metrics` (checked by promtool), `/snapshot`, `/status` and the
+/// `metrics` facade carry the kernel figures the snapshot has.
+fn check_exports(handle: &Handle, kernel: &KernelSnapshot, facade: &PrometheusHandle) {
     let endpoint = handle.endpoint().expect("the endpoint is on");
     let (status, metrics) = http_client::get(endpoint, "/metrics");
     assert_eq!(status, 200);
@@ -394,6 +400,26 @@ fn check_exports(handle: &Handle, kernel: &KernelSnapshot) {
         exported, read3.ops as f64,
         "the endpoint's counts are the snapshot's"
     );
+    // The facade has them too, as of the same or a later rollup (the calls
+    // have all completed): the counter per (command, opcode), and the
+    // process-wide ones.
+    let facade_text = facade.render();
+    for (series, value) in [
+        (
+            "ferrite_kernel_io_ops_total{command=\"READ3\",opcode=\"read\"}",
+            read3.ops,
+        ),
+        (
+            "ferrite_kernel_requests_attributed_total ",
+            kernel.counters.attributed,
+        ),
+    ] {
+        assert_eq!(
+            http_client::sample(&facade_text, series),
+            value as f64,
+            "{series} in the facade's recorder:\n{facade_text}"
+        );
+    }
     assert_eq!(http_client::sample(&metrics, "ferrite_kernel_up"), 1.0);
     assert!(
         metrics.contains(

@@ -7,6 +7,7 @@
 //! kernel keeps (1.024 µs to about 4.6 minutes), so every cumulative count
 //! is exact.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use metrics::{Label, Unit};
@@ -372,33 +373,68 @@ pub(crate) fn describe() {
     );
 }
 
-/// Publishes the kernel figures into the installed `metrics` recorder:
-/// counters as their totals, off-CPU time as gauges of seconds (the
-/// facade's counters are integers). Latency histograms are in `/metrics`.
-pub(crate) fn export(kernel: &KernelSnapshot) {
-    for (name, _, value) in COUNTERS {
-        metrics::counter!(format!("ferrite_kernel_{name}")).absolute(value(&kernel.counters));
-    }
-    for io in &kernel.io {
-        let labels = vec![
-            Label::from_static_parts("command", io.command.unwrap_or("")),
-            Label::new("opcode", io.opcode_name.clone()),
-        ];
-        for (name, _, value) in IO_COUNTERS {
-            metrics::counter!(format!("ferrite_kernel_{name}"), labels.clone()).absolute(value(io));
+/// The kernel figures' handles into the installed `metrics` recorder, each
+/// registered the first time its figure appears and then only updated (the
+/// site metrics' way: see `crate::metrics_export::Exporter`). Bounded: one
+/// entry per (command, opcode) pair and per command the kernel view saw.
+#[derive(Default)]
+pub(crate) struct KernelHandles {
+    /// One per [`COUNTERS`] entry, once registered.
+    counters: Vec<metrics::Counter>,
+    /// One per [`IO_COUNTERS`] entry, by (command, opcode).
+    io: HashMap<(Option<&'static str>, u32), Vec<metrics::Counter>>,
+    /// Blocked, then preempted time, by command.
+    off_cpu: HashMap<Option<&'static str>, [metrics::Gauge; 2]>,
+}
+
+impl KernelHandles {
+    /// Publishes `kernel`: counters as their totals, off-CPU time as gauges
+    /// of seconds (the facade's counters are integers). Latency histograms
+    /// are in `/metrics`.
+    pub(crate) fn export(&mut self, kernel: &KernelSnapshot) {
+        if self.counters.is_empty() {
+            let name = |(name, _, _): &CounterField| format!("ferrite_kernel_{name}");
+            self.counters = COUNTERS
+                .iter()
+                .map(|field| metrics::counter!(name(field)))
+                .collect();
         }
-    }
-    for off in &kernel.off_cpu {
-        let command = off.command.unwrap_or("");
-        for (state, time) in [("blocked", off.blocked), ("preempted", off.preempted)] {
-            metrics::gauge!(
-                "ferrite_kernel_off_cpu_seconds",
-                vec![
-                    Label::from_static_parts("command", command),
-                    Label::from_static_parts("state", state),
-                ]
-            )
-            .set(time.as_secs_f64());
+        for ((_, _, value), counter) in COUNTERS.iter().zip(&self.counters) {
+            counter.absolute(value(&kernel.counters));
+        }
+        for io in &kernel.io {
+            let counters = self.io.entry((io.command, io.opcode)).or_insert_with(|| {
+                let labels = vec![
+                    Label::from_static_parts("command", io.command.unwrap_or("")),
+                    Label::new("opcode", io.opcode_name.clone()),
+                ];
+                IO_COUNTERS
+                    .iter()
+                    .map(|(name, _, _)| {
+                        metrics::counter!(format!("ferrite_kernel_{name}"), labels.clone())
+                    })
+                    .collect()
+            });
+            for ((_, _, value), counter) in IO_COUNTERS.iter().zip(counters.iter()) {
+                counter.absolute(value(io));
+            }
+        }
+        for off in &kernel.off_cpu {
+            let gauges = self.off_cpu.entry(off.command).or_insert_with(|| {
+                let command = off.command.unwrap_or("");
+                ["blocked", "preempted"].map(|state| {
+                    metrics::gauge!(
+                        "ferrite_kernel_off_cpu_seconds",
+                        vec![
+                            Label::from_static_parts("command", command),
+                            Label::from_static_parts("state", state),
+                        ]
+                    )
+                })
+            });
+            for (gauge, time) in gauges.iter().zip([off.blocked, off.preempted]) {
+                gauge.set(time.as_secs_f64());
+            }
         }
     }
 }
