@@ -55,9 +55,9 @@
 //! `calls + cancelled + panicked <= started`; once the writers have finished
 //! (joined), a read is exact. The loom models in `src/loom.rs` check both.
 //!
-//! The collector's folds remember ([`ShardMemo`]): the histogram of a shard
-//! whose `completed` has not moved since it was last read is the one read
-//! then, so a rollup does not load the groups of idle shards again.
+//! The collector's folds remember ([`ShardMemo`]): a shard whose `completed`
+//! and `pending` have stood still for a whole interval has its histogram
+//! kept, and a rollup does not load its groups again until either moves.
 
 use crate::histogram::{BUCKETS, Dense, Histogram, bucket_index};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
@@ -361,28 +361,75 @@ pub(crate) enum ReadPhase {
 }
 
 /// What a fold remembers of one shard from one rollup to the next, so that
-/// the histogram of a shard that recorded nothing since is not read again.
+/// the histogram of a shard that has been idle is not read again.
 ///
-/// `completed` unchanged means the shard's latency histogram is unchanged as
-/// a fold sees it: a fold counts the calls up to `completed` (every one but
-/// the last from the buckets, the last from `pending` when the buckets lack
-/// it), and no count of those calls can move. The histogram is kept after
-/// the shard was seen idle for one interval, so a shard that records all the
-/// time costs nothing more than the comparison.
+/// The writer changes `pending` or `completed` with every count it makes
+/// (an exclusive writer's bucket store is followed by its `pending` store,
+/// then `completed`; a shared-slot writer's by `completed`). When two folds
+/// in a row see both unchanged, and `pending` did not move during the
+/// second one's read either, that read raced no counting of the calls up to
+/// `completed` (a fold racing one could place the last of them in the next
+/// call's bucket), and it is kept: later folds that find the same
+/// `completed` and `pending` add the kept buckets instead of loading the
+/// shard's groups. Any move of either, and the shard is read again. A shard
+/// that records all the time costs a fold only the comparison.
 #[derive(Debug, Default)]
-pub(crate) struct ShardMemo {
-    /// `completed` at the last fold; `None` before the first.
-    completed: Option<u64>,
-    /// The latency buckets folded at `completed`, `(index, count)`, kept
-    /// once `completed` was seen unchanged.
-    buckets: Option<Box<[(u32, u64)]>>,
+pub(crate) enum ShardMemo {
+    /// No fold has read the shard yet.
+    #[default]
+    Unseen,
+    /// What the last fold saw.
+    Seen(Key),
+    /// What the last two folds saw, and the non-empty buckets
+    /// `(index, count)` the second one read.
+    Kept(Key, Box<[(u32, u64)]>),
+}
+
+/// The part of a shard's state that moves whenever its histogram does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Key {
+    completed: u64,
+    pending: u64,
 }
 
 impl ShardMemo {
-    /// Whether a fold would take `shard`'s histogram from here (a hint:
-    /// `completed` is loaded without ordering).
+    /// Whether a fold would take `shard`'s histogram from here (a hint for
+    /// prefetching: loaded without ordering).
     pub(crate) fn recalls(&self, shard: &Shard) -> bool {
-        self.buckets.is_some() && self.completed == Some(shard.completed.load(Ordering::Relaxed))
+        matches!(self, ShardMemo::Kept(key, _) if *key == Key {
+            completed: shard.completed.load(Ordering::Relaxed),
+            pending: shard.pending.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Adds `shard`'s histogram of the calls up to `completed` (read with
+    /// `Acquire`) into `latency`: the kept buckets, if the shard has not
+    /// moved since they were read, else the shard's own.
+    fn fold(&mut self, shard: &Shard, completed: u64, latency: &mut Dense) {
+        let key = Key {
+            completed,
+            pending: shard.pending.load(Ordering::Relaxed),
+        };
+        match self {
+            ShardMemo::Kept(kept, buckets) if *kept == key => {
+                for &(index, count) in buckets.iter() {
+                    latency.add_bucket(index as usize, count);
+                }
+            }
+            ShardMemo::Seen(seen) if *seen == key => {
+                let mut buckets = Vec::new();
+                let pending = shard.read_buckets(completed, latency, Some(&mut buckets));
+                *self = if pending == key.pending {
+                    ShardMemo::Kept(key, buckets.into_boxed_slice())
+                } else {
+                    ShardMemo::Seen(Key { completed, pending })
+                };
+            }
+            _ => {
+                let pending = shard.read_buckets(completed, latency, None);
+                *self = ShardMemo::Seen(Key { completed, pending });
+            }
+        }
     }
 }
 
@@ -413,27 +460,10 @@ impl Shard {
                 // in a bucket, that last one perhaps still pending.
                 let completed = acquire(&self.completed);
                 match memo {
-                    None => self.read_buckets(completed, latency, None),
-                    Some(memo) if memo.completed != Some(completed) => {
-                        *memo = ShardMemo {
-                            completed: Some(completed),
-                            buckets: None,
-                        };
+                    None => {
                         self.read_buckets(completed, latency, None);
                     }
-                    Some(ShardMemo {
-                        buckets: Some(buckets),
-                        ..
-                    }) => {
-                        for &(index, count) in buckets.iter() {
-                            latency.add_bucket(index as usize, count);
-                        }
-                    }
-                    Some(memo) => {
-                        let mut kept = Vec::new();
-                        self.read_buckets(completed, latency, Some(&mut kept));
-                        memo.buckets = Some(kept.into_boxed_slice());
-                    }
+                    Some(memo) => memo.fold(self, completed, latency),
                 }
                 latency.add_sum(relaxed(&self.sum_ns));
                 totals.polls = totals.polls.saturating_add(relaxed(&self.polls));
@@ -446,13 +476,14 @@ impl Shard {
     }
 
     /// Adds the buckets of the calls up to `completed` (read before, with
-    /// `Acquire`) into `latency`, and into `kept` if given.
+    /// `Acquire`) into `latency`, and into `kept` if given; returns the
+    /// `pending` it read.
     fn read_buckets(
         &self,
         completed: u64,
         latency: &mut Dense,
         mut kept: Option<&mut Vec<(u32, u64)>>,
-    ) {
+    ) -> u64 {
         let mut in_buckets = 0u64;
         for group in self.touched_groups() {
             let buckets: &[AtomicU64] = if let Some(entry) = self.pooled(group, Ordering::Acquire) {
@@ -490,6 +521,7 @@ impl Shard {
                 kept.push((index as u32, 1));
             }
         }
+        pending
     }
 }
 
@@ -567,7 +599,45 @@ mod tests {
                 assert_eq!(recalled.completed, 8);
             }
             assert!(memo.recalls(&shard));
+            // A recall does not read the shard: a count that appeared
+            // without `completed` or `pending` moving is not seen.
+            let before = fold(&shard).histogram;
+            shard.count_in_bucket(5, exclusive);
+            let recalled = fold_remembering(&shard, Some(&mut memo));
+            assert_eq!(recalled.histogram, before, "exclusive: {exclusive}");
+            assert_ne!(fold(&shard).histogram, before, "exclusive: {exclusive}");
         }
+    }
+
+    #[test]
+    fn a_shard_whose_pending_moved_is_read_again_before_it_is_kept() {
+        let shard = Shard::boxed();
+        let mut memo = ShardMemo::default();
+        for value in [100, 5_000] {
+            shard.record_start(true);
+            shard.record_end(value, false, true);
+        }
+        fold_remembering(&shard, Some(&mut memo));
+        // A writer stopped inside its third call's end, as a fold might
+        // meet it: the second call counted in its bucket, the third
+        // pending, `completed` not yet stored.
+        shard.count_in_bucket(5_000, true);
+        shard.pending.store(1_000_000 + 1, Ordering::Relaxed);
+        fold_remembering(&shard, Some(&mut memo));
+        assert!(!memo.recalls(&shard), "pending moved since the last fold");
+        for _ in 0..3 {
+            let totals = fold_remembering(&shard, Some(&mut memo));
+            assert_eq!(totals.completed, 2);
+            let mut expected = Histogram::new();
+            expected.record(100);
+            expected.record(5_000);
+            assert_eq!(
+                totals.histogram.buckets().collect::<Vec<_>>(),
+                expected.buckets().collect::<Vec<_>>(),
+                "the calls up to `completed`, each in its own bucket"
+            );
+        }
+        assert!(memo.recalls(&shard));
     }
 
     #[test]

@@ -144,9 +144,9 @@ impl Site {
     /// Folds every shard of this site, following the read order that the
     /// shard protocol requires, without stopping writers. The latency
     /// histogram is summed in `latency` (empty, and left empty: one serves a
-    /// whole fold). With `memo`, what the previous fold with the same memo
-    /// kept of this site's shards, a shard that recorded nothing since is
-    /// not read again.
+    /// whole fold). With `memo`, what earlier folds with the same memo saw
+    /// of this site's shards, the histogram of a shard that has stood still
+    /// since is recalled rather than read (see [`ShardMemo`]).
     pub(crate) fn read_with(&self, latency: &mut Dense, mut memo: Option<&mut SiteMemo>) -> Totals {
         let mut totals = Totals::default();
         // Read once: every phase must fold the same shards.

@@ -118,7 +118,7 @@ pub(crate) struct FoldMemo {
 
 impl FoldMemo {
     /// [`sites`], recalling from this memo the histograms of shards that
-    /// recorded nothing since its last fold.
+    /// have stood still since its earlier folds.
     pub(crate) fn sites(&mut self) -> Vec<SiteStats> {
         fold(Some(self))
     }
