@@ -4,7 +4,7 @@ use crate::sync::Ordering;
 
 use crate::histogram::{Dense, Histogram};
 use crate::registry::REGISTRY;
-use crate::site::{Site, SiteMemo, UNASSIGNED};
+use crate::site::{Site, SiteMemo};
 
 /// The figures of one call site, folded from every thread's shard.
 ///
@@ -134,9 +134,9 @@ fn fold(mut memo: Option<&mut FoldMemo>) -> Vec<SiteStats> {
         .filter(|site| !std::ptr::eq(*site, &crate::cost::CALIBRATION))
         .collect();
     if let Some(memo) = memo.as_deref_mut() {
-        // Ids are registration order: this is room for every site's.
-        let ids = sites.iter().map(|s| s.id.load(Ordering::Relaxed));
-        let len = ids.filter(|&id| id != UNASSIGNED).map(|id| id + 1).max();
+        // Ids are registration order (assigned before a site is listed):
+        // this is room for every site's.
+        let len = sites.iter().map(|s| s.id.load(Ordering::Relaxed) + 1).max();
         if let Some(len) = len.filter(|&len| len > memo.sites.len()) {
             memo.sites.resize_with(len, SiteMemo::default);
         }
