@@ -144,6 +144,14 @@ impl Histogram {
     /// What was recorded since `earlier`, a previous reading of the same
     /// monotonic source: bucket by bucket `self - earlier`, floored at zero.
     pub fn delta(&self, earlier: &Histogram) -> Histogram {
+        let sum = self.sum.saturating_sub(earlier.sum);
+        if self.buckets == earlier.buckets {
+            // Nothing moved (an idle call site): no walk, no allocation.
+            return Histogram {
+                buckets: Vec::new(),
+                sum,
+            };
+        }
         let mut buckets = Vec::new();
         // Both lists are sorted by bucket: one walk through each.
         let mut earlier_buckets = earlier.buckets.iter().peekable();
@@ -160,9 +168,14 @@ impl Histogram {
                 });
             }
         }
+        Histogram { buckets, sum }
+    }
+
+    /// The same counts with `sum` as their sum.
+    pub(crate) fn with_sum(&self, sum: u64) -> Histogram {
         Histogram {
-            buckets,
-            sum: self.sum.saturating_sub(earlier.sum),
+            buckets: self.buckets.clone(),
+            sum,
         }
     }
 

@@ -393,19 +393,20 @@ pub(crate) struct Key {
 }
 
 impl ShardMemo {
-    /// Whether a fold would take `shard`'s histogram from here (a hint for
-    /// prefetching: loaded without ordering).
-    pub(crate) fn recalls(&self, shard: &Shard) -> bool {
+    /// Whether a fold would take `shard`'s histogram from here, `completed`
+    /// loaded with `order` (`Relaxed` for a hint, as to prefetch; `Acquire`
+    /// where a fold's latency phase would load it).
+    pub(crate) fn recalls(&self, shard: &Shard, order: Ordering) -> bool {
         matches!(self, ShardMemo::Kept(key, _) if *key == Key {
-            completed: shard.completed.load(Ordering::Relaxed),
+            completed: shard.completed.load(order),
             pending: shard.pending.load(Ordering::Relaxed),
         })
     }
 
     /// Adds `shard`'s histogram of the calls up to `completed` (read with
     /// `Acquire`) into `latency`: the kept buckets, if the shard has not
-    /// moved since they were read, else the shard's own.
-    fn fold(&mut self, shard: &Shard, completed: u64, latency: &mut Dense) {
+    /// moved since they were read (then returns true), else the shard's own.
+    fn fold(&mut self, shard: &Shard, completed: u64, latency: &mut Dense) -> bool {
         let key = Key {
             completed,
             pending: shard.pending.load(Ordering::Relaxed),
@@ -415,6 +416,7 @@ impl ShardMemo {
                 for &(index, count) in buckets.iter() {
                     latency.add_bucket(index as usize, count);
                 }
+                return true;
             }
             ShardMemo::Seen(seen) if *seen == key => {
                 let mut buckets = Vec::new();
@@ -430,6 +432,7 @@ impl ShardMemo {
                 *self = ShardMemo::Seen(Key { completed, pending });
             }
         }
+        false
     }
 }
 
@@ -437,13 +440,14 @@ impl Shard {
     /// Adds this shard's counters of one read phase into `totals`, and its
     /// latency histogram into `latency`; with `memo`, a histogram that has
     /// not changed since that fold is added from there instead of read.
+    /// Returns whether it was (only ever in the latency phase).
     pub(crate) fn read(
         &self,
         phase: ReadPhase,
         totals: &mut Totals,
         latency: &mut Dense,
         memo: Option<&mut ShardMemo>,
-    ) {
+    ) -> bool {
         let acquire = |c: &AtomicU64| c.load(Ordering::Acquire);
         let relaxed = |c: &AtomicU64| c.load(Ordering::Relaxed);
         match phase {
@@ -459,20 +463,29 @@ impl Shard {
                 // Calls this shard had completed: every one but the last is
                 // in a bucket, that last one perhaps still pending.
                 let completed = acquire(&self.completed);
-                match memo {
+                let recalled = match memo {
                     None => {
                         self.read_buckets(completed, latency, None);
+                        false
                     }
                     Some(memo) => memo.fold(self, completed, latency),
-                }
-                latency.add_sum(relaxed(&self.sum_ns));
-                totals.polls = totals.polls.saturating_add(relaxed(&self.polls));
-                totals.busy_ns = totals.busy_ns.saturating_add(relaxed(&self.busy_ns));
+                };
+                self.read_latency_sums(totals, latency);
+                return recalled;
             }
             ReadPhase::Starts => {
                 totals.started = totals.started.saturating_add(relaxed(&self.started))
             }
         }
+        false
+    }
+
+    /// The latency phase's sums: of latencies, polls and poll time.
+    pub(crate) fn read_latency_sums(&self, totals: &mut Totals, latency: &mut Dense) {
+        let relaxed = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        latency.add_sum(relaxed(&self.sum_ns));
+        totals.polls = totals.polls.saturating_add(relaxed(&self.polls));
+        totals.busy_ns = totals.busy_ns.saturating_add(relaxed(&self.busy_ns));
     }
 
     /// Adds the buckets of the calls up to `completed` (read before, with
@@ -585,20 +598,23 @@ mod tests {
             // second recalls), then more calls, then idle again.
             record(&[5, 5_000, 1 << 20, 1 << 30, 1 << 40, 5]);
             for expect_recall in [false, false, true] {
-                assert_eq!(memo.recalls(&shard), expect_recall);
+                assert_eq!(memo.recalls(&shard, Ordering::Relaxed), expect_recall);
                 let recalled = fold_remembering(&shard, Some(&mut memo));
                 assert_eq!(recalled.histogram, fold(&shard).histogram);
                 assert_eq!(recalled.histogram.count(), 6, "exclusive: {exclusive}");
             }
             record(&[7, 1 << 35]);
-            assert!(!memo.recalls(&shard), "a call completed since");
+            assert!(
+                !memo.recalls(&shard, Ordering::Relaxed),
+                "a call completed since"
+            );
             for _ in 0..3 {
                 let recalled = fold_remembering(&shard, Some(&mut memo));
                 assert_eq!(recalled.histogram, fold(&shard).histogram);
                 assert_eq!(recalled.histogram.count(), 8, "exclusive: {exclusive}");
                 assert_eq!(recalled.completed, 8);
             }
-            assert!(memo.recalls(&shard));
+            assert!(memo.recalls(&shard, Ordering::Relaxed));
             // A recall does not read the shard: a count that appeared
             // without `completed` or `pending` moving is not seen.
             let before = fold(&shard).histogram;
@@ -624,7 +640,10 @@ mod tests {
         shard.count_in_bucket(5_000, true);
         shard.pending.store(1_000_000 + 1, Ordering::Relaxed);
         fold_remembering(&shard, Some(&mut memo));
-        assert!(!memo.recalls(&shard), "pending moved since the last fold");
+        assert!(
+            !memo.recalls(&shard, Ordering::Relaxed),
+            "pending moved since the last fold"
+        );
         for _ in 0..3 {
             let totals = fold_remembering(&shard, Some(&mut memo));
             assert_eq!(totals.completed, 2);
@@ -637,7 +656,7 @@ mod tests {
                 "the calls up to `completed`, each in its own bucket"
             );
         }
-        assert!(memo.recalls(&shard));
+        assert!(memo.recalls(&shard, Ordering::Relaxed));
     }
 
     #[test]

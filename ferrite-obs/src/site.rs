@@ -13,7 +13,7 @@
 
 use std::ptr;
 
-use crate::histogram::Dense;
+use crate::histogram::{Dense, Histogram};
 use crate::registry::Registry;
 use crate::shard::{READ_PHASES, ReadPhase, Shard, ShardMemo, Totals};
 use crate::slot::{SHARED, SLOTS, Slot};
@@ -135,7 +135,7 @@ impl Site {
     /// after [`Site::prefetch_shards`] has brought their bitmaps in.
     pub(crate) fn prefetch_groups(&self, memo: Option<&SiteMemo>) {
         for (slot, shard) in self.installed(exclusive_slots()) {
-            if !memo.is_some_and(|memo| memo.recalls(slot, shard)) {
+            if !memo.is_some_and(|memo| memo.recalls(slot, shard, Ordering::Relaxed)) {
                 shard.prefetch_groups();
             }
         }
@@ -146,22 +146,45 @@ impl Site {
     /// histogram is summed in `latency` (empty, and left empty: one serves a
     /// whole fold). With `memo`, what earlier folds with the same memo saw
     /// of this site's shards, the histogram of a shard that has stood still
-    /// since is recalled rather than read (see [`ShardMemo`]).
+    /// since is recalled rather than read (see [`ShardMemo`]), and when
+    /// every shard has, the site's whole histogram is.
     pub(crate) fn read_with(&self, latency: &mut Dense, mut memo: Option<&mut SiteMemo>) -> Totals {
         let mut totals = Totals::default();
         // Read once: every phase must fold the same shards.
         let exclusive = exclusive_slots();
+        // Whether every shard's histogram was recalled, or the site's.
+        let (mut every_shard, mut whole) = (true, false);
         for phase in READ_PHASES {
+            let Some(memo) = memo
+                .as_deref_mut()
+                .filter(|_| matches!(phase, ReadPhase::Latency))
+            else {
+                for (_, shard) in self.installed(exclusive) {
+                    shard.read(phase, &mut totals, latency, None);
+                }
+                continue;
+            };
+            // The latency phase, remembering.
+            whole = memo.histogram.is_some()
+                && self
+                    .installed(exclusive)
+                    .all(|(slot, shard)| memo.recalls(slot, shard, Ordering::Acquire));
             for (slot, shard) in self.installed(exclusive) {
-                // Only the histogram is remembered.
-                let memo = match phase {
-                    ReadPhase::Latency => memo.as_deref_mut().map(|memo| memo.shard(slot)),
-                    _ => None,
-                };
-                shard.read(phase, &mut totals, latency, memo);
+                if whole {
+                    shard.read_latency_sums(&mut totals, latency);
+                } else {
+                    every_shard &= shard.read(phase, &mut totals, latency, Some(memo.shard(slot)));
+                }
             }
         }
         totals.histogram = latency.take();
+        if let Some(memo) = memo {
+            match &memo.histogram {
+                Some(kept) if whole => totals.histogram = kept.with_sum(totals.histogram.sum()),
+                _ if every_shard => memo.histogram = Some(totals.histogram.clone()),
+                _ => memo.histogram = None,
+            }
+        }
         totals
     }
 
@@ -189,17 +212,21 @@ impl Site {
 pub(crate) struct SiteMemo {
     exclusive: Vec<ShardMemo>,
     shared: ShardMemo,
+    /// The site's histogram from the last fold that recalled every shard's
+    /// (the sum of what they keep), while none has moved since.
+    histogram: Option<Histogram>,
 }
 
 impl SiteMemo {
-    /// Whether a fold would take the histogram of `slot`'s shard from here.
-    fn recalls(&self, slot: usize, shard: &Shard) -> bool {
+    /// Whether a fold would take the histogram of `slot`'s shard from here
+    /// (see [`ShardMemo::recalls`]).
+    fn recalls(&self, slot: usize, shard: &Shard, order: Ordering) -> bool {
         let memo = if slot == SHARED {
             Some(&self.shared)
         } else {
             self.exclusive.get(slot)
         };
-        memo.is_some_and(|memo| memo.recalls(shard))
+        memo.is_some_and(|memo| memo.recalls(shard, order))
     }
 
     fn shard(&mut self, slot: usize) -> &mut ShardMemo {
