@@ -146,7 +146,8 @@ impl Histogram {
     pub fn delta(&self, earlier: &Histogram) -> Histogram {
         let sum = self.sum.saturating_sub(earlier.sum);
         if self.buckets == earlier.buckets {
-            // Nothing moved (an idle call site): no walk, no allocation.
+            // Nothing moved (an idle call site): one comparison, no
+            // allocation.
             return Histogram {
                 buckets: Vec::new(),
                 sum,

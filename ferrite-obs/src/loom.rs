@@ -206,7 +206,7 @@ fn a_group_beyond_the_pool_is_folded_from_the_overflow_array() {
 
 #[test]
 fn a_recalled_histogram_is_consistent_and_exact_after_join() {
-    // Five folds: three preemptions would take loom over ten minutes.
+    // Seven folds: three preemptions would take loom over ten minutes.
     model_bounded(2, || {
         let site = leak(Site::new(&META));
         let running = leak(Running::default());

@@ -57,7 +57,9 @@
 //!
 //! The collector's folds remember ([`ShardMemo`]): a shard whose `completed`
 //! and `pending` have stood still for a whole interval has its histogram
-//! kept, and a rollup does not load its groups again until either moves.
+//! kept, and a rollup does not load its groups again until either moves;
+//! when every shard of a site recalls, the site keeps its whole histogram
+//! too ([`crate::site::SiteMemo`]).
 
 use crate::histogram::{BUCKETS, Dense, Histogram, bucket_index};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};

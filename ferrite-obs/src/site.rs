@@ -152,28 +152,32 @@ impl Site {
         let mut totals = Totals::default();
         // Read once: every phase must fold the same shards.
         let exclusive = exclusive_slots();
-        // Whether every shard's histogram was recalled, or the site's.
+        // `whole`: the site's histogram is taken from the memo. Else
+        // `every_shard`: each shard's was (true too when there are none).
         let (mut every_shard, mut whole) = (true, false);
         for phase in READ_PHASES {
-            let Some(memo) = memo
+            let remembering = memo
                 .as_deref_mut()
-                .filter(|_| matches!(phase, ReadPhase::Latency))
-            else {
+                .filter(|_| matches!(phase, ReadPhase::Latency));
+            let Some(site_memo) = remembering else {
                 for (_, shard) in self.installed(exclusive) {
                     shard.read(phase, &mut totals, latency, None);
                 }
                 continue;
             };
-            // The latency phase, remembering.
-            whole = memo.histogram.is_some()
+            whole = site_memo.histogram.is_some()
                 && self
                     .installed(exclusive)
-                    .all(|(slot, shard)| memo.recalls(slot, shard, Ordering::Acquire));
+                    .all(|(slot, shard)| site_memo.recalls(slot, shard, Ordering::Acquire));
+            // A shard installed since the line above is read for its sums
+            // only, as if its `completed` had been loaded as 0 (it was not
+            // in the memo's histogram, and its own memo is still unseen).
             for (slot, shard) in self.installed(exclusive) {
                 if whole {
                     shard.read_latency_sums(&mut totals, latency);
                 } else {
-                    every_shard &= shard.read(phase, &mut totals, latency, Some(memo.shard(slot)));
+                    let shard_memo = Some(site_memo.shard(slot));
+                    every_shard &= shard.read(phase, &mut totals, latency, shard_memo);
                 }
             }
         }
@@ -213,7 +217,8 @@ pub(crate) struct SiteMemo {
     exclusive: Vec<ShardMemo>,
     shared: ShardMemo,
     /// The site's histogram from the last fold that recalled every shard's
-    /// (the sum of what they keep), while none has moved since.
+    /// (the sum of what they keep; its `sum` is not used, a fold reads the
+    /// sums afresh), until a fold finds a shard that does not recall.
     histogram: Option<Histogram>,
 }
 
