@@ -418,7 +418,7 @@ impl ShardMemo {
                 for &(index, count) in buckets.iter() {
                     latency.add_bucket(index as usize, count);
                 }
-                return true;
+                true
             }
             ShardMemo::Seen(seen) if *seen == key => {
                 let mut buckets = Vec::new();
@@ -428,13 +428,14 @@ impl ShardMemo {
                 } else {
                     ShardMemo::Seen(Key { completed, pending })
                 };
+                false
             }
             _ => {
                 let pending = shard.read_buckets(completed, latency, None);
                 *self = ShardMemo::Seen(Key { completed, pending });
+                false
             }
         }
-        false
     }
 }
 

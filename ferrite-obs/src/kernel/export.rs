@@ -359,12 +359,17 @@ fn comma(i: usize) -> &'static str {
     if i == 0 { "" } else { "," }
 }
 
+/// A kernel counter's name in the `metrics` facade.
+fn facade_name(name: &str) -> String {
+    format!("ferrite_kernel_{name}")
+}
+
 /// Gives the installed `metrics` recorder the kernel counters' help text.
 pub(crate) fn describe() {
     let counters = COUNTERS.iter().map(|(name, help, _)| (name, help));
     let io = IO_COUNTERS.iter().map(|(name, help, _)| (name, help));
     for (name, help) in counters.chain(io) {
-        metrics::describe_counter!(format!("ferrite_kernel_{name}"), Unit::Count, *help);
+        metrics::describe_counter!(facade_name(name), Unit::Count, *help);
     }
     metrics::describe_gauge!(
         "ferrite_kernel_off_cpu_seconds",
@@ -393,10 +398,9 @@ impl KernelHandles {
     /// are in `/metrics`.
     pub(crate) fn export(&mut self, kernel: &KernelSnapshot) {
         if self.counters.is_empty() {
-            let name = |(name, _, _): &CounterField| format!("ferrite_kernel_{name}");
             self.counters = COUNTERS
                 .iter()
-                .map(|field| metrics::counter!(name(field)))
+                .map(|(name, _, _)| metrics::counter!(facade_name(name)))
                 .collect();
         }
         for ((_, _, value), counter) in COUNTERS.iter().zip(&self.counters) {
@@ -410,9 +414,7 @@ impl KernelHandles {
                 ];
                 IO_COUNTERS
                     .iter()
-                    .map(|(name, _, _)| {
-                        metrics::counter!(format!("ferrite_kernel_{name}"), labels.clone())
-                    })
+                    .map(|(name, _, _)| metrics::counter!(facade_name(name), labels.clone()))
                     .collect()
             });
             for ((_, _, value), counter) in IO_COUNTERS.iter().zip(counters.iter()) {
