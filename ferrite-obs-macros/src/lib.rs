@@ -16,3 +16,17 @@ use proc_macro::TokenStream;
 pub fn probe(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::probe(args.into(), item.into()).into()
 }
+
+/// Expands to this crate's "did you mean" helper, `nearest`, so that
+/// `ferrite-obs` suggests configuration keys as `#[probe]` suggests option
+/// names. Not a public API.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __suggest(_input: TokenStream) -> TokenStream {
+    match include_str!("suggest.rs").parse() {
+        Ok(items) => items,
+        Err(error) => format!("compile_error!({:?});", error.to_string())
+            .parse()
+            .unwrap_or_default(),
+    }
+}

@@ -1,9 +1,10 @@
-//! "Did you mean ...?" for misspelt names: the nearest candidate by edit
-//! distance, an adjacent transposition counting as one edit.
-//!
-//! Shared as a source file by `ferrite-obs-macros` (option names) and
-//! `ferrite-obs` (configuration keys): a proc-macro crate cannot export
-//! functions.
+// "Did you mean ...?" for misspelt names: the nearest candidate by edit
+// distance, an adjacent transposition counting as one edit.
+//
+// Used by this crate for `#[probe]` option names, and by `ferrite-obs` for
+// configuration keys through `__suggest!()`, which expands to this file (a
+// proc-macro crate cannot export functions). Hence plain comments: the
+// expansion is a list of items, where inner attributes are not allowed.
 
 /// The candidate closest to `given`, ignoring case, if it is close enough to
 /// be a likely typo.

@@ -32,7 +32,13 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use crate::suggest::nearest;
+use suggest::nearest;
+
+/// "Did you mean ...?" for configuration keys, as `#[probe]` has for its
+/// options: one implementation, in the macros crate.
+mod suggest {
+    ferrite_obs_macros::__suggest!();
+}
 
 /// The observability settings of a server.
 #[derive(Clone, Debug, PartialEq, Eq)]

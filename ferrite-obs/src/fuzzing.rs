@@ -2,7 +2,7 @@
 //! replay their corpora, so both exercise exactly the same property.
 
 use crate::config::Config;
-use crate::histogram::{Histogram, bucket_index};
+use crate::core::histogram::{Histogram, bucket_index};
 
 /// Any input: parsing never panics; a configuration that parses writes back
 /// as TOML that reads back the same.

@@ -119,69 +119,55 @@
 //! no allocation, lock or system call after a thread's first call at a site.
 //! `docs/benchmarks.md` has the figures.
 
-mod clock;
-mod command;
+// The layers, each depending only on those above it in this list (see the
+// map in docs/architecture.md).
+mod call;
+#[cfg(not(loom))]
+mod collect;
 pub mod config;
+mod core;
 #[cfg(not(loom))]
-mod cost;
-#[cfg(not(loom))]
-mod endpoint;
-#[doc(hidden)]
-pub mod fuzzing;
-#[cfg(not(loom))]
-mod guard;
-pub mod histogram;
+mod export;
 #[cfg(not(loom))]
 pub mod kernel;
-mod latest;
-#[cfg(not(loom))]
-mod metrics_export;
-pub mod probes;
-#[cfg(not(loom))]
-mod prometheus;
-mod recording;
-mod registry;
 #[cfg(not(loom))]
 mod runtime;
-mod shard;
-mod site;
-mod slot;
 #[cfg(not(loom))]
-pub mod slowlog;
-#[cfg(not(loom))]
-pub mod snapshot;
-#[cfg(not(loom))]
-mod stats;
-#[path = "../../ferrite-obs-macros/src/suggest.rs"]
-mod suggest;
-mod sync;
+mod status;
 
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(all(test, loom))]
 mod loom;
 
-pub use command::{CommandId, current_command};
+pub use crate::call::probes;
+pub use crate::call::recording::{is_recording, set_recording};
+#[cfg(not(loom))]
+pub use crate::call::slowlog;
+#[cfg(not(loom))]
+pub use crate::collect::fold::{SiteStats, commands, sites};
+#[cfg(not(loom))]
+pub use crate::collect::snapshot::{self, Snapshot};
+pub use crate::core::command::{CommandId, current_command};
+pub use crate::core::histogram::{self, Histogram};
+pub use crate::core::site::{Site, SiteMeta};
 pub use config::{Config, ConfigError};
 pub use ferrite_obs_macros::probe;
-pub use histogram::Histogram;
-pub use recording::{is_recording, set_recording};
 #[cfg(not(loom))]
-pub use runtime::{Handle, StartError, Status, start};
-pub use site::{Site, SiteMeta};
+pub use runtime::{Handle, StartError, start};
 #[cfg(not(loom))]
-pub use snapshot::Snapshot;
-#[cfg(not(loom))]
-pub use stats::{SiteStats, commands, sites};
+pub use status::Status;
 
 /// Items used by the code `#[probe]` generates. Not a public API.
 #[doc(hidden)]
 #[cfg(not(loom))]
 pub mod __private {
-    pub use crate::guard::{
+    pub use crate::call::run::{
         Classify, ErrOnResult, ErrReturn, Instrumented, NeverErr, active, call_once, run,
         run_spanned,
     };
     #[cfg(not(loom))]
-    pub use crate::site::leaked_site;
-    pub use crate::site::{Site, SiteMeta};
+    pub use crate::core::site::leaked_site;
+    pub use crate::core::site::{Site, SiteMeta};
     pub use tracing;
 }

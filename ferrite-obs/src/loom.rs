@@ -20,11 +20,11 @@
 
 use loom::thread;
 
-use crate::latest::Latest;
-use crate::registry::Registry;
-use crate::shard::Totals;
-use crate::site::{Site, SiteMemo, SiteMeta};
-use crate::slot::{SHARED, Slot};
+use crate::core::latest::Latest;
+use crate::core::registry::Registry;
+use crate::core::shard::Totals;
+use crate::core::site::{Site, SiteMemo, SiteMeta};
+use crate::core::thread_slot::{SHARED, Slot};
 
 static META: SiteMeta = SiteMeta {
     name: "model",
@@ -61,15 +61,15 @@ fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
 /// reader conflicts with makes loom explore the writers running before,
 /// inside and after the read (checked: reversing the read order fails).
 #[derive(Default)]
-struct Running(crate::sync::AtomicUsize);
+struct Running(crate::core::sync::AtomicUsize);
 
 impl Running {
     fn start(&self) {
-        self.0.fetch_add(1, crate::sync::Ordering::Relaxed);
+        self.0.fetch_add(1, crate::core::sync::Ordering::Relaxed);
     }
 
     fn observe(&self) {
-        self.0.load(crate::sync::Ordering::Relaxed);
+        self.0.load(crate::core::sync::Ordering::Relaxed);
     }
 }
 
@@ -93,7 +93,7 @@ fn spawn_calls(
 
 /// A reader's fold of every shard of `site`.
 fn fold(site: &Site) -> Totals {
-    site.read_with(&mut crate::histogram::Dense::new(), None)
+    site.read_with(&mut crate::core::histogram::Dense::new(), None)
 }
 
 fn assert_consistent(t: &Totals) {
@@ -141,7 +141,7 @@ fn racing_registrations_link_each_site_once() {
         assert!(all.contains(&std::ptr::from_ref(a)) && all.contains(&std::ptr::from_ref(b)));
         let mut ids: Vec<_> = [a, b]
             .iter()
-            .map(|s| s.id.load(crate::sync::Ordering::Relaxed))
+            .map(|s| s.id.load(crate::core::sync::Ordering::Relaxed))
             .collect();
         ids.sort_unstable();
         assert_eq!(ids, [0, 1], "ids are unique and dense");
@@ -215,7 +215,7 @@ fn a_recalled_histogram_is_consistent_and_exact_after_join() {
         // shard as the one before did keeps what it reads, and the next
         // that finds it so again recalls that.
         let mut memo = SiteMemo::default();
-        let mut latency = crate::histogram::Dense::new();
+        let mut latency = crate::core::histogram::Dense::new();
         running.observe();
         for _ in 0..3 {
             assert_consistent(&site.read_with(&mut latency, Some(&mut memo)));

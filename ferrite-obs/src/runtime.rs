@@ -19,10 +19,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 
+use crate::call::recording::{is_recording, set_recording};
+use crate::call::slowlog;
+use crate::collect::cost;
+use crate::collect::snapshot::{Rollup, Snapshot};
 use crate::config::Config;
+use crate::core::latest::Latest;
+use crate::export::endpoint::{self, Served};
+use crate::export::facade;
 use crate::kernel::{Kernel, KernelStatus};
-use crate::latest::Latest;
-use crate::snapshot::{Rollup, Snapshot};
+use crate::status::Status;
 
 /// Set while a runtime is running: there is one per process.
 static STARTED: AtomicBool = AtomicBool::new(false);
@@ -82,8 +88,8 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     };
     // Loaded before recording starts, so the first commands are attributed.
     let kernel = Kernel::load(&config);
-    crate::slowlog::configure(config.slow_threshold, config.slowlog_len);
-    crate::set_recording(true);
+    slowlog::configure(config.slow_threshold, config.slowlog_len);
+    set_recording(true);
     let shared = Arc::new(Shared {
         snapshot: Latest::new(Snapshot::empty()),
         stop: Notify::new(),
@@ -96,8 +102,8 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     let thread = match spawn_thread(task) {
         Ok(thread) => thread,
         Err(source) => {
-            crate::set_recording(false);
-            crate::slowlog::disable();
+            set_recording(false);
+            slowlog::disable();
             STARTED.store(false, Ordering::Release);
             return Err(StartError::Thread { source });
         }
@@ -144,6 +150,24 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
 }
 
+impl Served for Shared {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load()
+    }
+
+    /// The status while the collector runs.
+    fn status(&self) -> Status {
+        Status {
+            enabled: true,
+            recording: is_recording(),
+            collector_running: true,
+            rollup_interval: self.config.rollup_interval,
+            endpoint: self.endpoint,
+            kernel: self.kernel.clone(),
+        }
+    }
+}
+
 /// The collector's end: told when it has finished, and its thread.
 #[derive(Debug)]
 struct Collector {
@@ -162,9 +186,9 @@ async fn collect(
     // Registered with this task's runtime (it needs one to exist).
     let listener = listener.and_then(|l| TcpListener::from_std(l).ok());
     let mut connections = JoinSet::new();
-    let mut rollup = Rollup::new(crate::cost::measure_per_call_ns(), kernel);
-    crate::metrics_export::describe();
-    let mut exporter = crate::metrics_export::Exporter::default();
+    let mut rollup = Rollup::new(cost::measure_per_call_ns(), kernel);
+    facade::describe();
+    let mut exporter = facade::Exporter::default();
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     ticker.tick().await;
@@ -178,10 +202,10 @@ async fn collect(
             }
             Some(stream) = accept(listener.as_ref()) => {
                 while connections.try_join_next().is_some() {}
-                if connections.len() < crate::endpoint::MAX_CONNECTIONS {
-                    connections.spawn(crate::endpoint::serve(stream, Arc::clone(&shared)));
+                if connections.len() < endpoint::MAX_CONNECTIONS {
+                    connections.spawn(endpoint::serve(stream, Arc::clone(&shared)));
                 } else {
-                    connections.spawn(crate::endpoint::refuse(stream));
+                    connections.spawn(endpoint::refuse(stream));
                 }
             }
         }
@@ -195,7 +219,7 @@ async fn collect(
 }
 
 /// Makes `snapshot` the one readers get, and exports it to `metrics`.
-fn publish(shared: &Shared, exporter: &mut crate::metrics_export::Exporter, snapshot: Snapshot) {
+fn publish(shared: &Shared, exporter: &mut facade::Exporter, snapshot: Snapshot) {
     exporter.export(&snapshot);
     shared.snapshot.store(snapshot);
 }
@@ -225,23 +249,6 @@ fn thread_cpu() -> Duration {
     )
 }
 
-/// What is running, for operators.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    /// `enabled` in the configuration.
-    pub enabled: bool,
-    /// Whether `#[probe]` sites are recording.
-    pub recording: bool,
-    /// Whether the collector is publishing snapshots.
-    pub collector_running: bool,
-    /// Rollup interval in force.
-    pub rollup_interval: Duration,
-    /// Where the endpoint listens, when it is on.
-    pub endpoint: Option<SocketAddr>,
-    /// The kernel view: off, active, or degraded and why.
-    pub kernel: KernelStatus,
-}
-
 /// A running (or disabled) ferrite-obs. Keep it for the life of the server;
 /// [`Handle::shutdown`] stops it.
 #[derive(Debug)]
@@ -262,19 +269,19 @@ impl Handle {
 
     /// What is on.
     pub fn status(&self) -> Status {
+        if let (Some(shared), Some(_)) = (&self.shared, &self.collector) {
+            return shared.status();
+        }
         Status {
             enabled: self.shared.is_some(),
-            recording: crate::is_recording(),
-            collector_running: self.collector.is_some(),
+            recording: is_recording(),
+            collector_running: false,
             rollup_interval: self
                 .shared
                 .as_ref()
                 .map_or(Duration::ZERO, |s| s.config.rollup_interval),
             endpoint: self.endpoint(),
-            kernel: match (&self.shared, &self.collector) {
-                (Some(shared), Some(_)) => shared.kernel.clone(),
-                _ => KernelStatus::Off,
-            },
+            kernel: KernelStatus::Off,
         }
     }
 
@@ -297,8 +304,8 @@ impl Handle {
         let _ = collector.done.await;
         // It has sent `done` and returns at once.
         let _ = collector.thread.join();
-        crate::set_recording(false);
-        crate::slowlog::disable();
+        set_recording(false);
+        slowlog::disable();
         STARTED.store(false, Ordering::Release);
     }
 }
@@ -308,8 +315,8 @@ impl Drop for Handle {
         // Dropped without `shutdown`: stop the collector without waiting.
         if let (Some(shared), Some(_)) = (&self.shared, &self.collector) {
             shared.stop.notify_one();
-            crate::set_recording(false);
-            crate::slowlog::disable();
+            set_recording(false);
+            slowlog::disable();
             STARTED.store(false, Ordering::Release);
         }
     }

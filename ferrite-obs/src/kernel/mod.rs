@@ -15,102 +15,30 @@
 
 use std::time::Duration;
 
-use crate::slowlog::KernelBreakdown;
-
-#[cfg(all(target_os = "linux", feature = "ebpf"))]
+mod breakdown;
+#[cfg(ferrite_kernel)]
 mod commands;
-pub(crate) mod export;
-#[cfg(all(target_os = "linux", feature = "ebpf"))]
+#[cfg(ferrite_kernel)]
 mod mapped;
-#[cfg(all(target_os = "linux", feature = "ebpf"))]
+#[cfg(ferrite_kernel)]
 mod threads;
-
-#[cfg_attr(all(target_os = "linux", feature = "ebpf"), path = "linux.rs")]
-#[cfg_attr(not(all(target_os = "linux", feature = "ebpf")), path = "noop.rs")]
-mod backend;
-
-pub(crate) use backend::Kernel;
-
-#[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
+#[cfg(ferrite_uring)]
 pub mod uring;
 
-/// What the end of a command's poll needs from its start: where the
-/// thread's io_uring submission queue was (with the tokio-uring adapter).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PollWatch {
-    /// The SQ tail, and the thread's next slot sequence (SQEs tagged from
-    /// then on by a command root nested in this poll stay theirs).
-    #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
-    sq_tail: Option<(u32, u64)>,
-}
+// The loader and the call path's hooks, for a build with the kernel view
+// (Linux with the `ebpf` feature) or without it: chosen once, here.
+#[cfg_attr(ferrite_kernel, path = "linux.rs")]
+#[cfg_attr(not(ferrite_kernel), path = "noop.rs")]
+mod backend;
+#[cfg_attr(ferrite_kernel, path = "hooks/live.rs")]
+#[cfg_attr(not(ferrite_kernel), path = "hooks/off.rs")]
+mod hooks;
 
-/// As command root `command` begins: gives it its entry of the kernel
-/// view's per-command figures. One load and a branch while the view is off.
-#[inline(always)]
-pub(crate) fn begin_command(command: u64) {
-    #[cfg(all(target_os = "linux", feature = "ebpf"))]
-    commands::begin(command);
-    #[cfg(not(all(target_os = "linux", feature = "ebpf")))]
-    let _ = command;
-}
-
-/// Where command `command`'s time went, read as it ends (`busy`: its time
-/// running), if the kernel view is running and still holds its figures.
-pub(crate) fn command_breakdown(command: u64, busy: Duration) -> Option<KernelBreakdown> {
-    #[cfg(all(target_os = "linux", feature = "ebpf"))]
-    return commands::figures(command).map(|figures| {
-        let off_cpu = Duration::from_nanos(figures.blocked_ns.saturating_add(figures.preempted_ns));
-        KernelBreakdown {
-            io_requests: figures.io_ops,
-            io_wait: Duration::from_nanos(figures.io_ns),
-            off_cpu,
-            on_cpu: busy.saturating_sub(off_cpu),
-        }
-    });
-    #[cfg(not(all(target_os = "linux", feature = "ebpf")))]
-    {
-        let _ = (command, busy);
-        None
-    }
-}
-
-/// On a thread entering a synchronous command: makes sure the kernel view
-/// knows the thread (registered once per load). One relaxed load while the
-/// kernel view is off.
-#[inline(always)]
-pub(crate) fn enter_command() {
-    #[cfg(all(target_os = "linux", feature = "ebpf"))]
-    let _ = threads::enter_command();
-}
-
-/// On a thread entering a command's poll: [`enter_command`], and the SQ tail
-/// of its tokio-uring ring, for [`exit_command`].
-#[inline(always)]
-pub(crate) fn enter_command_poll() -> PollWatch {
-    #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
-    return PollWatch {
-        sq_tail: threads::enter_command().and_then(|seq| Some((uring::tail()?, seq))),
-    };
-    #[cfg(not(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring")))]
-    {
-        enter_command();
-        PollWatch {}
-    }
-}
-
-/// At the end of a command's poll: tags the SQEs the poll pushed to the
-/// thread's tokio-uring ring as the command's.
-#[inline(always)]
-pub(crate) fn exit_command(watch: PollWatch, command: u64, kind: u32) {
-    #[cfg(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring"))]
-    if let Some((before, since)) = watch.sq_tail {
-        uring::pushed_since(before, |user_data| {
-            threads::tag_as(user_data, command, kind, since)
-        });
-    }
-    #[cfg(not(all(target_os = "linux", feature = "ebpf", feature = "tokio-uring")))]
-    let _ = (watch, command, kind);
-}
+pub(crate) use backend::Kernel;
+pub use breakdown::KernelBreakdown;
+pub(crate) use hooks::{
+    begin_command, command_breakdown, enter_command, enter_command_poll, exit_command,
+};
 
 /// Tags an SQE the calling thread pushes to its io_uring as issued by the
 /// thread's current command (or by none, outside any command).
@@ -132,10 +60,7 @@ pub(crate) fn exit_command(watch: PollWatch, command: u64, kind: u32) {
 /// running.
 #[inline]
 pub fn tag_sqe(user_data: u64) {
-    #[cfg(all(target_os = "linux", feature = "ebpf"))]
-    threads::tag(user_data);
-    #[cfg(not(all(target_os = "linux", feature = "ebpf")))]
-    let _ = user_data;
+    hooks::tag_sqe(user_data);
 }
 
 /// What the kernel view is doing.

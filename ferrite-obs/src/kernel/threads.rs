@@ -267,7 +267,7 @@ pub(super) fn enter_command() -> Option<u64> {
 #[inline]
 pub(super) fn tag(user_data: u64) {
     if GENERATION.load(Ordering::Relaxed) != 0 {
-        let (command, kind) = crate::command::current_with_kind();
+        let (command, kind) = crate::core::command::current_with_kind();
         tag_as(user_data, command, kind, u64::MAX);
     }
 }
@@ -353,7 +353,7 @@ impl ThreadState {
         };
         let registration = ThreadRegistration {
             table,
-            current: crate::command::current_cell_address(),
+            current: crate::core::command::current_cell_address(),
             last_seq: 0,
         };
         let tid = gettid();

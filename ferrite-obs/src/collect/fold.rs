@@ -1,10 +1,10 @@
 //! Reading the call-site figures.
 
-use crate::sync::Ordering;
+use crate::core::sync::Ordering;
 
-use crate::histogram::{Dense, Histogram};
-use crate::registry::REGISTRY;
-use crate::site::{Site, SiteMemo};
+use crate::core::histogram::{Dense, Histogram};
+use crate::core::registry::REGISTRY;
+use crate::core::site::{Site, SiteMemo};
 
 /// The figures of one call site, folded from every thread's shard.
 ///
@@ -110,7 +110,7 @@ pub fn sites() -> Vec<SiteStats> {
 }
 
 /// What the collector's folds remember of every site, by site id (see
-/// [`crate::shard::ShardMemo`]).
+/// [`crate::core::shard::ShardMemo`]).
 #[derive(Debug, Default)]
 pub(crate) struct FoldMemo {
     sites: Vec<SiteMemo>,
@@ -131,7 +131,7 @@ impl FoldMemo {
 fn fold(mut memo: Option<&mut FoldMemo>) -> Vec<SiteStats> {
     let sites: Vec<&'static Site> = REGISTRY
         .sites()
-        .filter(|site| !std::ptr::eq(*site, &crate::cost::CALIBRATION))
+        .filter(|site| !std::ptr::eq(*site, &crate::collect::cost::CALIBRATION))
         .collect();
     if let Some(memo) = memo.as_deref_mut() {
         // Ids are registration order (assigned before a site is listed):

@@ -13,8 +13,8 @@
 
 use std::ptr;
 
-use crate::site::Site;
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::core::site::Site;
+use crate::core::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The list of every call site that has recorded.
 pub(crate) struct Registry {

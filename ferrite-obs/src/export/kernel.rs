@@ -12,9 +12,8 @@ use std::fmt::Write as _;
 
 use metrics::{Label, Unit};
 
-use super::{KernelCounters, KernelSnapshot, KernelStatus};
-use crate::endpoint::json_string;
-use crate::prometheus::escape;
+use super::format::{escape, json_string};
+use crate::kernel::{IoFigures, KernelCounters, KernelSnapshot, KernelStatus, OffCpuFigures};
 
 /// One kernel counter: its name (after `ferrite_kernel_`), help text and
 /// value. The one list every export is generated from.
@@ -115,7 +114,7 @@ const COUNTERS: [CounterField; 19] = [
 ];
 
 /// Per (command, opcode) io counters: name, help, value.
-type IoField = (&'static str, &'static str, fn(&super::IoFigures) -> u64);
+type IoField = (&'static str, &'static str, fn(&IoFigures) -> u64);
 
 const IO_COUNTERS: [IoField; 4] = [
     ("io_ops_total", "Completed io_uring requests.", |io| io.ops),
@@ -155,7 +154,7 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
         let _ = writeln!(out, "# TYPE ferrite_kernel_{name} counter");
         let _ = writeln!(out, "ferrite_kernel_{name} {}", value(&kernel.counters));
     }
-    let io_labels = |io: &super::IoFigures| {
+    let io_labels = |io: &IoFigures| {
         format!(
             "command=\"{}\",opcode=\"{}\"",
             escape(io.command.unwrap_or("")),
@@ -221,7 +220,7 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
             (
                 "ferrite_kernel_off_cpu_switches_total",
                 "Switches ending a command's time off the CPU.",
-                (|o| o.switches) as fn(&super::OffCpuFigures) -> u64,
+                (|o| o.switches) as fn(&OffCpuFigures) -> u64,
             ),
             (
                 "ferrite_kernel_blocking_polls_total",
@@ -380,7 +379,7 @@ pub(crate) fn describe() {
 
 /// The kernel figures' handles into the installed `metrics` recorder, each
 /// registered the first time its figure appears and then only updated (the
-/// site metrics' way: see `crate::metrics_export::Exporter`). Bounded: one
+/// site metrics' way: see `crate::export::facade::Exporter`). Bounded: one
 /// entry per (command, opcode) pair and per command the kernel view saw.
 #[derive(Default)]
 pub(crate) struct KernelHandles {

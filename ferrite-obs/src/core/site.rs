@@ -13,11 +13,11 @@
 
 use std::ptr;
 
-use crate::histogram::{Dense, Histogram};
-use crate::registry::Registry;
-use crate::shard::{READ_PHASES, ReadPhase, Shard, ShardMemo, Totals};
-use crate::slot::{SHARED, SLOTS, Slot};
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::core::histogram::{Dense, Histogram};
+use crate::core::registry::Registry;
+use crate::core::shard::{READ_PHASES, ReadPhase, Shard, ShardMemo, Totals};
+use crate::core::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::core::thread_slot::{SHARED, SLOTS, Slot};
 
 /// `Site::id` before the registry assigns one.
 pub(crate) const UNASSIGNED: usize = usize::MAX;
@@ -108,7 +108,7 @@ impl Site {
     #[inline(never)]
     fn install_shard(&'static self, slot: Slot, registry: &Registry) -> &'static Shard {
         registry.register(self);
-        crate::sync::install_once(&self.shards[slot.index], Shard::boxed())
+        crate::core::sync::install_once(&self.shards[slot.index], Shard::boxed())
     }
 
     /// Asks the CPU to fetch the part of the shard table a fold reads.
@@ -248,7 +248,7 @@ impl SiteMemo {
 /// How many exclusive slots may hold shards: those below the high-water mark
 /// of claimed slots (a slot claimed later holds only calls that began after).
 fn exclusive_slots() -> usize {
-    crate::slot::high_water().min(SLOTS)
+    crate::core::thread_slot::high_water().min(SLOTS)
 }
 
 impl std::fmt::Debug for Site {

@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+pub use crate::kernel::KernelBreakdown;
+
 /// Commands at least this slow are logged; `u64::MAX` while the runtime is
 /// not running.
 static THRESHOLD_NS: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -49,22 +51,6 @@ pub struct SlowEntry {
     /// read as the command ended; `None` when the kernel view was not
     /// running then.
     pub kernel: Option<KernelBreakdown>,
-}
-
-/// Where a slow command's time went, as the kernel view measures it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelBreakdown {
-    /// Its io_uring requests that completed before it ended.
-    pub io_requests: u64,
-    /// The sum of their latencies (from the start of the batch that
-    /// submitted each to the start of the flush that posted its completion;
-    /// requests in flight at once overlap, so this can exceed the command's
-    /// duration).
-    pub io_wait: Duration,
-    /// Switched out of the CPU while running the command.
-    pub off_cpu: Duration,
-    /// On the CPU.
-    pub on_cpu: Duration,
 }
 
 /// The log as a snapshot carries it.

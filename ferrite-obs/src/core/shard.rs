@@ -38,7 +38,7 @@
 //! sits on a few adjacent cache lines.
 //!
 //! Readers ([`Shard::read`], over all shards of a site in
-//! [`crate::site::Site::read_with`]) load in the reverse order, each group with
+//! [`crate::core::site::Site::read_with`]) load in the reverse order, each group with
 //! `Acquire`: `errors`, then `completed`, `cancelled`, `panicked`, then the
 //! histogram and sums, then `started`; the histogram is read through
 //! `touched`, only the groups whose bit is set, so a reader does not scan
@@ -59,10 +59,10 @@
 //! and `pending` have stood still for a whole interval has its histogram
 //! kept, and a rollup does not load its groups again until either moves;
 //! when every shard of a site recalls, the site keeps its whole histogram
-//! too ([`crate::site::SiteMemo`]).
+//! too ([`crate::core::site::SiteMemo`]).
 
-use crate::histogram::{BUCKETS, Dense, Histogram, bucket_index};
-use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use crate::core::histogram::{BUCKETS, Dense, Histogram, bucket_index};
+use crate::core::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 /// Buckets in a shard's group: one cache line of counts, so that a reader
 /// loads only the lines calls have reached.
@@ -86,7 +86,7 @@ pub(crate) const POOL: usize = 1;
 const FREE: u8 = 0;
 const _: () = assert!(GROUPS < u8::MAX as usize && GROUPS <= 64 * TOUCHED_WORDS);
 // A shard group lies within one group of the folded histogram.
-const _: () = assert!(crate::histogram::GROUP.is_multiple_of(SPAN));
+const _: () = assert!(crate::core::histogram::GROUP.is_multiple_of(SPAN));
 
 /// Every bucket, for the groups a shard's pool does not hold.
 /// Aligned so that each group of [`SPAN`] buckets is one cache line.
@@ -235,7 +235,7 @@ impl Shard {
         }
         let base = shard.cast::<u8>();
         for offset in [0, 64] {
-            crate::site::prefetch(base.wrapping_add(offset));
+            crate::core::site::prefetch(base.wrapping_add(offset));
         }
     }
 
@@ -244,7 +244,7 @@ impl Shard {
     pub(crate) fn prefetch_groups(&self) {
         for group in self.touched_groups() {
             if let Some(entry) = self.pooled(group, Ordering::Relaxed) {
-                crate::site::prefetch(std::ptr::from_ref(entry).cast());
+                crate::core::site::prefetch(std::ptr::from_ref(entry).cast());
             }
         }
     }
@@ -314,7 +314,7 @@ impl Shard {
             // replaced while the shard lives.
             return unsafe { &*installed };
         }
-        crate::sync::install_once(&self.overflow, zeroed_overflow())
+        crate::core::sync::install_once(&self.overflow, zeroed_overflow())
     }
 
     #[inline(always)]
@@ -569,7 +569,7 @@ fn zeroed_overflow() -> Box<Overflow> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::histogram::bucket_bounds;
+    use crate::core::histogram::bucket_bounds;
 
     /// Every read phase of `shard`, in order, as a site's fold runs them.
     fn fold(shard: &Shard) -> Totals {

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::histogram::Histogram;
+use crate::call::slowlog::{self, SlowLog};
+use crate::collect::fold::{FoldMemo, SiteStats};
+use crate::core::histogram::Histogram;
 use crate::kernel::{Kernel, KernelSnapshot};
-use crate::slowlog::{self, SlowLog};
-use crate::stats::{FoldMemo, SiteStats};
 
 /// Everything the collector knows at one rollup. Published whole; readers
 /// get an `Arc` and never see a half-made snapshot.
@@ -176,7 +176,7 @@ impl Rollup {
         let names: HashMap<u32, &'static str> = sites
             .iter()
             .filter(|s| s.total.is_command)
-            .map(|s| (crate::site::kind_of(s.total.id), s.total.name))
+            .map(|s| (crate::core::site::kind_of(s.total.id), s.total.name))
             .collect();
         let kernel = self.kernel.read(&|kind| names.get(&kind).copied());
         let slowlog = slowlog::read();

@@ -6,8 +6,8 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::clock;
-use crate::probes::backend::recording_switch;
+use crate::call::probes::backend::recording_switch;
+use crate::core::clock;
 
 /// Turns always-on recording at every `#[probe]` site on or off.
 ///

@@ -9,8 +9,9 @@
 
 use std::fmt::Write;
 
-use crate::histogram::{BUCKETS, Histogram, bucket_bounds};
-use crate::snapshot::{SiteSnapshot, Snapshot};
+use super::format::escape;
+use crate::collect::snapshot::{SiteSnapshot, Snapshot};
+use crate::core::histogram::{BUCKETS, Histogram, bucket_bounds};
 
 /// One metric family: its name, type and help text, and how a site's value
 /// is read. The one list both exports (this text and the `metrics` facade)
@@ -111,7 +112,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         }
     }
     collector(&mut out, snapshot);
-    crate::kernel::export::prometheus(&mut out, snapshot.kernel.as_ref());
+    super::kernel::prometheus(&mut out, snapshot.kernel.as_ref());
     out
 }
 
@@ -188,18 +189,4 @@ fn collector(out: &mut String, snapshot: &Snapshot) {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {value}");
     }
-}
-
-/// Escapes a label value: backslash, double quote and newline.
-pub(crate) fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
 }

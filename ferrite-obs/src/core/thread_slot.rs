@@ -14,7 +14,7 @@
 
 use std::cell::Cell;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::core::sync::{AtomicU64, Ordering};
 
 /// Number of exclusive slots: threads recording at the same time beyond this
 /// share one slot (correct, but with `lock`-prefixed adds).

@@ -10,8 +10,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use crate::guard::{NeverErr, run};
-use crate::site::{Site, SiteMeta};
+use crate::call::run::{NeverErr, run};
+use crate::core::site::{Site, SiteMeta};
 
 static CALIBRATION_META: SiteMeta = SiteMeta {
     name: "ferrite_obs_calibration",

@@ -19,8 +19,8 @@
 
 use metrics::{Label, Unit};
 
-use crate::prometheus::{Family, SITE_FAMILIES};
-use crate::snapshot::{SiteSnapshot, Snapshot};
+use crate::collect::snapshot::{SiteSnapshot, Snapshot};
+use crate::export::prometheus::{Family, SITE_FAMILIES};
 
 /// Gives the installed recorder the help text and unit of every metric.
 pub(crate) fn describe() {
@@ -60,7 +60,7 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "CPU time of the collector's thread so far."
     );
-    crate::kernel::export::describe();
+    crate::export::kernel::describe();
 }
 
 /// The collector's handles into the `metrics` recorder: each site's metrics
@@ -75,7 +75,7 @@ pub(crate) struct Exporter {
     /// Each site's handles, by site id.
     sites: Vec<Option<SiteHandles>>,
     /// The kernel view's figures' handles.
-    kernel: crate::kernel::export::KernelHandles,
+    kernel: crate::export::kernel::KernelHandles,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -135,7 +135,7 @@ impl Exporter {
             }
             self.recorder = Some(recorder);
             self.sites.clear();
-            self.kernel = crate::kernel::export::KernelHandles::default();
+            self.kernel = crate::export::kernel::KernelHandles::default();
         }
         for site in &snapshot.sites {
             let id = site.total.id;

@@ -17,15 +17,15 @@ use std::task::{Context, Poll};
 
 use tracing::Span;
 
-use crate::clock::{self, Stamp};
-use crate::command::{self, Previous, Scope};
+use crate::call::probes::{Gate, backend};
+use crate::call::slowlog;
+use crate::core::clock::{self, Stamp};
+use crate::core::command::{self, Previous, Scope};
+use crate::core::registry::REGISTRY;
+use crate::core::shard::Shard;
+use crate::core::site::Site;
+use crate::core::thread_slot;
 use crate::kernel;
-use crate::probes::{Gate, backend};
-use crate::registry::REGISTRY;
-use crate::shard::Shard;
-use crate::site::Site;
-use crate::slot;
-use crate::slowlog;
 
 /// Decides whether a call's return value is an error (`#[probe(err)]`).
 pub trait Classify<T> {
@@ -104,7 +104,7 @@ fn end(site: &'static Site, is_command: bool, command: u64, elapsed_ns: u64, err
 
 #[inline(always)]
 fn local_shard(site: &'static Site) -> (&'static Shard, bool) {
-    let slot = slot::current();
+    let slot = thread_slot::current();
     (site.shard(slot, &REGISTRY), slot.exclusive())
 }
 

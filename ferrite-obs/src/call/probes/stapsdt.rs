@@ -24,7 +24,7 @@ mod ferrite {
 //
 // | offset | what |
 // |---|---|
-// | 0 | the recording switch (`crate::set_recording`), a byte, and a spare byte |
+// | 0 | the recording switch (`crate::call::recording::set_recording`), a byte, and a spare byte |
 // | 2 | `probe_enter`'s semaphore |
 // | 4 | `probe_exit`'s semaphore |
 // | 6 | `command_start`'s semaphore |
@@ -256,7 +256,7 @@ pub(crate) const EMITS_PROBES: bool = true;
 #[inline(always)]
 fn resolve(command: u64) -> u64 {
     if command == 0 {
-        crate::command::current_raw()
+        crate::core::command::current_raw()
     } else {
         command
     }

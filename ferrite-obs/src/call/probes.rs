@@ -30,7 +30,7 @@
 
 use std::ffi::CStr;
 
-use crate::command::current_raw;
+use crate::core::command::current_raw;
 
 #[cfg_attr(
     all(

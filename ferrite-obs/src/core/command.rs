@@ -25,7 +25,7 @@ const BLOCK: u64 = 1024;
 static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
 
 /// A thread's current command: its id and its kind (the command site's
-/// [`Site::kind`](crate::site::Site::kind)), both 0 when none. `#[repr(C)]`:
+/// [`Site::kind`](crate::core::site::Site::kind)), both 0 when none. `#[repr(C)]`:
 /// the kernel view reads it by address as `struct fo_current`.
 #[repr(C)]
 #[derive(Debug)]
@@ -76,7 +76,7 @@ pub(crate) fn current_raw() -> u64 {
 }
 
 /// The thread's current command id and kind (0, 0 when none).
-#[cfg(any(test, all(target_os = "linux", feature = "ebpf")))]
+#[cfg(any(test, ferrite_kernel))]
 #[inline(always)]
 pub(crate) fn current_with_kind() -> (u64, u32) {
     CURRENT.with(|c| {
@@ -88,7 +88,7 @@ pub(crate) fn current_with_kind() -> (u64, u32) {
 }
 
 /// The address of the thread's current-command cell (`struct fo_current`).
-#[cfg(all(target_os = "linux", feature = "ebpf", not(loom)))]
+#[cfg(all(ferrite_kernel, not(loom)))]
 pub(crate) fn current_cell_address() -> u64 {
     CURRENT.with(|c| std::ptr::from_ref(c) as u64)
 }

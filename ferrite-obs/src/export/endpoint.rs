@@ -1,0 +1,168 @@
+//! The HTTP endpoint: `GET /metrics` (Prometheus text), `GET /snapshot`,
+//! `GET /status` and `GET /slowlog` (JSON).
+//!
+//! Deliberately small: one request per connection, answered then closed.
+//! A client gets 5 seconds and 8 KiB to send its request and 5 seconds to
+//! take the answer; at most 64 connections are served at once and further
+//! ones get `503`. Nothing a client does can stall the collector, which only
+//! accepts connections and hands each to a task of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::collect::snapshot::Snapshot;
+use crate::status::Status as Running;
+
+const MAX_REQUEST: usize = 8 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// What the endpoint serves, read afresh for every request.
+pub(crate) trait Served: Send + Sync + 'static {
+    /// The latest snapshot.
+    fn snapshot(&self) -> Arc<Snapshot>;
+    /// What is running now.
+    fn status(&self) -> Running;
+}
+
+/// Serves one connection.
+pub(crate) async fn serve(mut stream: TcpStream, served: Arc<impl Served>) {
+    let response = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(request)) => respond(&request, &*served),
+        Ok(Err(status)) => error(status),
+        Err(_) => error(Status::Timeout),
+    };
+    let _ = tokio::time::timeout(IO_TIMEOUT, async {
+        stream.write_all(&response).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Answers a connection that is over the limit.
+pub(crate) async fn refuse(mut stream: TcpStream) {
+    let response = error(Status::Busy);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&response)).await;
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Status {
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    Timeout,
+    TooLarge,
+    Busy,
+}
+
+impl Status {
+    fn line(self) -> &'static str {
+        match self {
+            Status::BadRequest => "400 Bad Request",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::Timeout => "408 Request Timeout",
+            Status::TooLarge => "431 Request Header Fields Too Large",
+            Status::Busy => "503 Service Unavailable",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Status::BadRequest => "malformed HTTP request\n",
+            Status::NotFound => "unknown path: try /metrics, /snapshot, /status or /slowlog\n",
+            Status::MethodNotAllowed => "only GET is served\n",
+            Status::Timeout => "the request took longer than 5 seconds to arrive\n",
+            Status::TooLarge => "the request is over 8 KiB\n",
+            Status::Busy => "too many connections; retry shortly\n",
+        }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+}
+
+/// Reads up to the end of the headers, at most `MAX_REQUEST` bytes.
+async fn read_request(stream: &mut TcpStream) -> Result<Request, Status> {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut len = 0;
+    loop {
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        if len == buf.len() {
+            return Err(Status::TooLarge);
+        }
+        let n = stream
+            .read(&mut buf[len..])
+            .await
+            .map_err(|_| Status::BadRequest)?;
+        if n == 0 {
+            return Err(Status::BadRequest);
+        }
+        len += n;
+    }
+    let head = std::str::from_utf8(&buf[..len]).map_err(|_| Status::BadRequest)?;
+    let line = head.lines().next().ok_or(Status::BadRequest)?;
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(path), Some(version), None)
+            if version.starts_with("HTTP/1.") && path.starts_with('/') =>
+        {
+            Ok(Request {
+                method: method.to_owned(),
+                path: path.to_owned(),
+            })
+        }
+        _ => Err(Status::BadRequest),
+    }
+}
+
+fn respond(request: &Request, served: &impl Served) -> Vec<u8> {
+    if request.method != "GET" {
+        return error(Status::MethodNotAllowed);
+    }
+    let path = request.path.split('?').next().unwrap_or("");
+    let snapshot = served.snapshot();
+    match path {
+        "/metrics" => ok(
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::export::prometheus::render(&snapshot),
+        ),
+        "/snapshot" => ok("application/json", super::json::snapshot(&snapshot)),
+        "/status" => ok("application/json", super::json::status(&served.status())),
+        "/slowlog" => ok("application/json", super::json::slowlog(&snapshot)),
+        _ => error(Status::NotFound),
+    }
+}
+
+fn ok(content_type: &str, body: String) -> Vec<u8> {
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body.as_bytes());
+    response
+}
+
+fn error(status: Status) -> Vec<u8> {
+    let body = status.explain();
+    let allow = if matches!(status, Status::MethodNotAllowed) {
+        "Allow: GET\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{body}",
+        status.line(),
+        body.len()
+    )
+    .into_bytes()
+}
