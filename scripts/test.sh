@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, clippy with -D warnings,
-# every test of the workspace (kernel-facing tests included and required),
-# the trybuild UI tests, and the loom models.
+# the loom models, a library author's build (default features) and the
+# lowest declared dependency versions, every test of the workspace
+# (kernel-facing tests included and required) and the trybuild UI tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,20 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== loom models (--cfg loom, release)"
 RUSTFLAGS="--cfg loom" cargo test --quiet -p ferrite-obs --release --lib \
     --target-dir target/loom loom
+
+echo "== a library author's build: default features, no runtime crates, no clang"
+scripts/library-deps.sh
+
+echo "== the lowest declared dependency versions"
+scripts/min-versions.sh
+
+echo "== cargo package: every file each crate needs"
+for crate in ferrite-obs-macros ferrite-obs-bpf ferrite-obs; do
+    files=$(cargo package --quiet -p "$crate" --no-verify --list --allow-dirty)
+    for needed in src/lib.rs Cargo.toml; do
+        grep -qx "$needed" <<<"$files" || { echo "cargo package -p $crate lacks $needed" >&2; exit 1; }
+    done
+done
 
 echo "== cargo build -p ferrite-top (run by the end-to-end tests)"
 cargo build --quiet -p ferrite-top

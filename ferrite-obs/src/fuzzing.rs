@@ -1,12 +1,14 @@
 //! Checks shared by the fuzz targets (`fuzz/`) and the stable tests that
 //! replay their corpora, so both exercise exactly the same property.
 
-use crate::config::Config;
 use crate::core::histogram::{Histogram, bucket_index};
 
 /// Any input: parsing never panics; a configuration that parses writes back
 /// as TOML that reads back the same.
+#[cfg(feature = "runtime")]
 pub fn config(data: &[u8]) {
+    use crate::config::Config;
+
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

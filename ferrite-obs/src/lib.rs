@@ -75,7 +75,11 @@
 //! and the loopback endpoint (`/metrics`, `/snapshot`, `/status`) on a thread
 //! of their own; [`Handle::shutdown`] stops them and frees the port.
 //!
+//! With the `runtime` feature (`ferrite-obs = { version = "0.1", features =
+//! ["runtime", "ebpf"] }` in the server's manifest):
+//!
 //! ```no_run
+//! # #[cfg(feature = "runtime")]
 //! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 //! let text = std::fs::read_to_string("ferrite.toml")?;
 //! let config = ferrite_obs::Config::from_server_toml(&text)?.with_process_env()?;
@@ -97,8 +101,15 @@
 //!
 //! ## Features
 //!
+//! The default features are what a library author needs: `#[probe]`, the
+//! USDT probes, counters, histograms, spans and [`sites`], with no tokio, no
+//! HTTP, no TOML, no eBPF and no C toolchain. A server turns on the rest.
+//!
 //! | feature | effect |
 //! |---|---|
+//! | `runtime` | [`start`] and its [`Handle`]: the collector thread, snapshots, the slow log, the loopback endpoint, the `metrics` facade export, and [`Config`] (tokio, arc-swap, metrics, toml) |
+//! | `ebpf` | the kernel view (Linux; implies `runtime`): aya, and clang with the libbpf headers at build time |
+//! | `tokio-uring` | `kernel::uring::start`, a tokio-uring runtime whose requests are attributed to commands (implies `ebpf`) |
 //! | `off` | compile-time off switch: `#[probe]` still checks its arguments but expands to the original function: no statics, no USDT notes, no cost |
 //!
 //! ## Platforms
@@ -120,19 +131,22 @@
 //! `docs/benchmarks.md` has the figures.
 
 // The layers, each depending only on those above it in this list (see the
-// map in docs/architecture.md).
+// map in docs/architecture.md). Without the `runtime` feature, only the
+// call-site layer is built: core, the call path, the kernel view's public
+// types and its hooks (which do nothing), and `sites()`.
 mod call;
 #[cfg(not(loom))]
 mod collect;
+#[cfg(feature = "runtime")]
 pub mod config;
 mod core;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 mod export;
 #[cfg(not(loom))]
 pub mod kernel;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 mod runtime;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 mod status;
 
 #[doc(hidden)]
@@ -146,16 +160,17 @@ pub use crate::call::recording::{is_recording, set_recording};
 pub use crate::call::slowlog;
 #[cfg(not(loom))]
 pub use crate::collect::fold::{SiteStats, commands, sites};
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub use crate::collect::snapshot::{self, Snapshot};
 pub use crate::core::command::{CommandId, current_command};
 pub use crate::core::histogram::{self, Histogram};
 pub use crate::core::site::{Site, SiteMeta};
+#[cfg(feature = "runtime")]
 pub use config::{Config, ConfigError};
 pub use ferrite_obs_macros::probe;
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub use runtime::{Handle, StartError, start};
-#[cfg(not(loom))]
+#[cfg(all(feature = "runtime", not(loom)))]
 pub use status::Status;
 
 /// Items used by the code `#[probe]` generates. Not a public API.

@@ -66,6 +66,7 @@ pub struct SlowLog {
 }
 
 /// Starts logging commands at least `threshold` slow, keeping `capacity`.
+#[cfg(feature = "runtime")]
 pub(crate) fn configure(threshold: Duration, capacity: usize) {
     let mut ring = LOG.lock().unwrap_or_else(|e| e.into_inner());
     ring.entries = VecDeque::with_capacity(capacity);
@@ -79,6 +80,7 @@ pub(crate) fn configure(threshold: Duration, capacity: usize) {
 }
 
 /// Stops logging and frees the ring.
+#[cfg(feature = "runtime")]
 pub(crate) fn disable() {
     THRESHOLD_NS.store(u64::MAX, Ordering::Relaxed);
     let mut ring = LOG.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,21 +10,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use super::fold::CALIBRATION;
 use crate::call::run::{NeverErr, run};
-use crate::core::site::{Site, SiteMeta};
-
-static CALIBRATION_META: SiteMeta = SiteMeta {
-    name: "ferrite_obs_calibration",
-    c_name: "ferrite_obs_calibration\0",
-    module: module_path!(),
-    file: file!(),
-    line: line!(),
-    is_async: false,
-    is_command: false,
-};
-
-/// The site the measurement records at; left out of every listing.
-pub(crate) static CALIBRATION: Site = Site::new(&CALIBRATION_META);
 
 const CALLS: u32 = 20_000;
 const ROUNDS: u32 = 5;

@@ -4,7 +4,21 @@ use crate::core::sync::Ordering;
 
 use crate::core::histogram::{Dense, Histogram};
 use crate::core::registry::REGISTRY;
-use crate::core::site::{Site, SiteMemo};
+use crate::core::site::{Site, SiteMemo, SiteMeta};
+
+static CALIBRATION_META: SiteMeta = SiteMeta {
+    name: "ferrite_obs_calibration",
+    c_name: "ferrite_obs_calibration\0",
+    module: module_path!(),
+    file: file!(),
+    line: line!(),
+    is_async: false,
+    is_command: false,
+};
+
+/// The site the runtime measures the per-call cost at (`cost`); left out
+/// of every listing.
+pub(crate) static CALIBRATION: Site = Site::new(&CALIBRATION_META);
 
 /// The figures of one call site, folded from every thread's shard.
 ///
@@ -64,6 +78,7 @@ impl SiteStats {
     }
 
     /// The same site with every figure zero: the reading before the first.
+    #[cfg(feature = "runtime")]
     pub(crate) fn zero_like(site: &SiteStats) -> SiteStats {
         SiteStats {
             started: 0,
@@ -119,6 +134,7 @@ pub(crate) struct FoldMemo {
 impl FoldMemo {
     /// [`sites`], recalling from this memo the histograms of shards that
     /// have stood still since its earlier folds.
+    #[cfg(feature = "runtime")]
     pub(crate) fn sites(&mut self) -> Vec<SiteStats> {
         fold(Some(self))
     }
@@ -131,7 +147,7 @@ impl FoldMemo {
 fn fold(mut memo: Option<&mut FoldMemo>) -> Vec<SiteStats> {
     let sites: Vec<&'static Site> = REGISTRY
         .sites()
-        .filter(|site| !std::ptr::eq(*site, &crate::collect::cost::CALIBRATION))
+        .filter(|site| !std::ptr::eq(*site, &CALIBRATION))
         .collect();
     if let Some(memo) = memo.as_deref_mut() {
         // Ids are registration order (assigned before a site is listed):

@@ -5,6 +5,8 @@
 //! Depends on [`crate::core`], [`crate::call`] and [`crate::kernel`]; knows
 //! nothing of formats or transports.
 
+#[cfg(feature = "runtime")]
 pub(crate) mod cost;
 pub(crate) mod fold;
+#[cfg(feature = "runtime")]
 pub mod snapshot;

@@ -9,6 +9,7 @@
 pub(crate) mod clock;
 pub(crate) mod command;
 pub mod histogram;
+#[cfg(any(feature = "runtime", loom))]
 pub(crate) mod latest;
 pub(crate) mod registry;
 pub(crate) mod shard;

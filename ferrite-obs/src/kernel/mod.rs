@@ -27,6 +27,7 @@ pub mod uring;
 
 // The loader and the call path's hooks, for a build with the kernel view
 // (Linux with the `ebpf` feature) or without it: chosen once, here.
+#[cfg(feature = "runtime")]
 #[cfg_attr(ferrite_kernel, path = "linux.rs")]
 #[cfg_attr(not(ferrite_kernel), path = "noop.rs")]
 mod backend;
@@ -34,6 +35,7 @@ mod backend;
 #[cfg_attr(not(ferrite_kernel), path = "hooks/off.rs")]
 mod hooks;
 
+#[cfg(feature = "runtime")]
 pub(crate) use backend::Kernel;
 pub use breakdown::KernelBreakdown;
 pub(crate) use hooks::{
