@@ -110,6 +110,7 @@
 //! | `runtime` | [`start`] and its [`Handle`]: the collector thread, snapshots, the slow log, the loopback endpoint, the `metrics` facade export, and [`Config`] (tokio, arc-swap, metrics, toml) |
 //! | `ebpf` | the kernel view (Linux; implies `runtime`): aya, and clang with the libbpf headers at build time |
 //! | `tokio-uring` | `kernel::uring::start`, a tokio-uring runtime whose requests are attributed to commands (implies `ebpf`) |
+//! | `schema` | [`schema`]: the endpoint's JSON documents as serde types, for readers (implied by `runtime`) |
 //! | `off` | compile-time off switch: `#[probe]` still checks its arguments but expands to the original function: no statics, no USDT notes, no cost |
 //!
 //! ## Platforms
@@ -146,6 +147,8 @@ mod export;
 pub mod kernel;
 #[cfg(all(feature = "runtime", not(loom)))]
 mod runtime;
+#[cfg(feature = "schema")]
+pub mod schema;
 #[cfg(all(feature = "runtime", not(loom)))]
 mod status;
 

@@ -24,7 +24,7 @@ use crate::core::latest::Latest;
 use crate::core::registry::Registry;
 use crate::core::shard::Totals;
 use crate::core::site::{Site, SiteMemo, SiteMeta};
-use crate::core::thread_slot::{SHARED, Slot};
+use crate::core::thread_slot::{SHARED, ThreadSlot};
 
 static META: SiteMeta = SiteMeta {
     name: "model",
@@ -83,7 +83,7 @@ fn spawn_calls(
     let registry = leak(Registry::new());
     thread::spawn(move || {
         running.start();
-        let shard = site.shard(Slot::new(0), registry);
+        let shard = site.shard(ThreadSlot::new(0), registry);
         for &ns in ns {
             shard.record_start(true);
             shard.record_end(ns, false, true);
@@ -99,20 +99,20 @@ fn fold(site: &Site) -> Totals {
 fn assert_consistent(t: &Totals) {
     let hist = t.histogram.count();
     assert!(
-        t.errors <= t.completed,
+        t.errors <= t.calls,
         "errors {} > calls {}",
         t.errors,
-        t.completed
+        t.calls
     );
     assert!(
-        t.completed <= hist,
+        t.calls <= hist,
         "calls {} > histogram count {hist}",
-        t.completed
+        t.calls
     );
     assert!(
-        t.completed + t.cancelled + t.panicked <= t.started,
+        t.calls + t.cancelled + t.panicked <= t.started,
         "ended {} > started {}",
-        t.completed + t.cancelled + t.panicked,
+        t.calls + t.cancelled + t.panicked,
         t.started
     );
 }
@@ -154,7 +154,7 @@ fn concurrent_fold_is_consistent_and_exact_after_join() {
         let registry = leak(Registry::new());
         let site = leak(Site::new(&META));
         let running = leak(Running::default());
-        let writer = |slot: Slot, error: bool| {
+        let writer = |slot: ThreadSlot, error: bool| {
             move || {
                 running.start();
                 let shard = site.shard(slot, registry);
@@ -162,8 +162,8 @@ fn concurrent_fold_is_consistent_and_exact_after_join() {
                 shard.record_end(3, error, slot.exclusive());
             }
         };
-        let t1 = thread::spawn(writer(Slot::new(0), true));
-        let t2 = thread::spawn(writer(Slot::new(1), false));
+        let t1 = thread::spawn(writer(ThreadSlot::new(0), true));
+        let t2 = thread::spawn(writer(ThreadSlot::new(1), false));
 
         running.observe();
         assert_consistent(&fold(site));
@@ -172,7 +172,7 @@ fn concurrent_fold_is_consistent_and_exact_after_join() {
         t2.join().unwrap();
         let totals = fold(site);
         assert_eq!(totals.started, 2);
-        assert_eq!(totals.completed, 2);
+        assert_eq!(totals.calls, 2);
         assert_eq!(totals.errors, 1);
         assert_eq!(totals.histogram.count(), 2);
         assert_eq!(totals.histogram.sum(), 6);
@@ -196,7 +196,7 @@ fn a_group_beyond_the_pool_is_folded_from_the_overflow_array() {
         assert!(during.histogram.bucket_count(40) <= 1, "{during:?}");
         t.join().unwrap();
         let totals = fold(site);
-        assert_eq!((totals.started, totals.completed), (3, 3));
+        assert_eq!((totals.started, totals.calls), (3, 3));
         assert_eq!(totals.histogram.count(), 3);
         assert_eq!(totals.histogram.sum(), 42);
         assert_eq!(totals.histogram.bucket_count(40), 1);
@@ -225,7 +225,7 @@ fn a_recalled_histogram_is_consistent_and_exact_after_join() {
         // recall every shard's histogram and then the site's.
         for _ in 0..4 {
             let totals = site.read_with(&mut latency, Some(&mut memo));
-            assert_eq!(totals.completed, 2);
+            assert_eq!(totals.calls, 2);
             assert_eq!(totals.histogram.count(), 2, "{totals:?}");
             assert_eq!(totals.histogram.bucket_count(40), 1, "{totals:?}");
             assert_eq!(totals.histogram.sum(), 41, "{totals:?}");
@@ -241,7 +241,7 @@ fn shared_slot_writers_lose_nothing() {
         let running = leak(Running::default());
         let writer = move || {
             running.start();
-            let slot = Slot::new(SHARED);
+            let slot = ThreadSlot::new(SHARED);
             let shard = site.shard(slot, registry);
             shard.record_start(false);
             shard.record_end(1, false, false);
@@ -253,7 +253,7 @@ fn shared_slot_writers_lose_nothing() {
         t1.join().unwrap();
         t2.join().unwrap();
         let totals = fold(site);
-        assert_eq!((totals.started, totals.completed), (2, 2));
+        assert_eq!((totals.started, totals.calls), (2, 2));
         assert_eq!(totals.histogram.count(), 2);
         assert_eq!(registry.sites().count(), 1, "the site registered once");
     });
@@ -267,7 +267,7 @@ fn abandoned_calls_are_counted_before_they_are_visible_as_ended() {
         let running = leak(Running::default());
         let t1 = thread::spawn(move || {
             running.start();
-            let shard = site.shard(Slot::new(0), registry);
+            let shard = site.shard(ThreadSlot::new(0), registry);
             shard.record_start(true);
             shard.record_abandoned(false, true);
             shard.record_start(true);
@@ -302,7 +302,7 @@ fn published_snapshots_are_whole_and_never_go_back() {
         let published = loom::sync::Arc::clone(&latest);
         let writer = thread::spawn(move || {
             running.start();
-            let shard = site.shard(Slot::new(0), registry);
+            let shard = site.shard(ThreadSlot::new(0), registry);
             shard.record_start(true);
             shard.record_end(5, true, true);
         });
@@ -323,7 +323,7 @@ fn published_snapshots_are_whole_and_never_go_back() {
         assert!(first.sequence <= second.sequence, "a newer, then an older");
         let (a, b) = (&first.totals, &second.totals);
         assert!(
-            a.started <= b.started && a.completed <= b.completed && a.errors <= b.errors,
+            a.started <= b.started && a.calls <= b.calls && a.errors <= b.errors,
             "totals went back: {a:?} then {b:?}"
         );
 
@@ -339,7 +339,7 @@ fn published_snapshots_are_whole_and_never_go_back() {
         assert_eq!(
             (
                 last.totals.started,
-                last.totals.completed,
+                last.totals.calls,
                 last.totals.errors
             ),
             (1, 1, 1)

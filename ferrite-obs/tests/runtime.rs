@@ -418,3 +418,97 @@ fn slow_commands_are_logged_newest_first_in_a_bounded_ring() {
     }
     support::shutdown(handle);
 }
+
+#[test]
+fn every_site_counter_is_in_the_metrics_and_the_snapshot_document_and_nothing_else_is() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    #[probe(err, skip_all)]
+    fn figures_site(fail: bool) -> Result<(), ()> {
+        if fail { Err(()) } else { Ok(()) }
+    }
+    use ferrite_obs::schema::SITE_COUNTERS;
+
+    let handle = ferrite_obs::start(enabled()).expect("start");
+    let addr = handle.endpoint().expect("the endpoint is on");
+    for fail in [false, true, false] {
+        let _ = figures_site(fail);
+    }
+    wait_for(&handle, "the three calls", |s| {
+        s.site("figures_site").is_some_and(|x| x.total.calls == 3)
+    });
+    let (status, metrics) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let (status, body) = get(addr, "/snapshot");
+    assert_eq!(status, 200);
+    support::shutdown(handle);
+
+    let document: serde_json::Value = serde_json::from_str(&body).expect("/snapshot is JSON");
+    let typed: ferrite_obs::schema::Snapshot =
+        serde_json::from_value(document.clone()).expect("/snapshot is the schema's Snapshot");
+    assert_eq!(typed.schema_version, ferrite_obs::schema::SCHEMA_VERSION);
+    let site = document["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .find(|s| s["name"] == "figures_site")
+        .expect("the site in /snapshot");
+    assert_eq!(site["total"]["calls"], 3);
+    assert_eq!(site["total"]["errors"], 1);
+
+    // Each declared counter: in the totals and the interval of the document,
+    // and a family of /metrics with the same value.
+    for (field, family, scale) in SITE_COUNTERS {
+        let total = site["total"][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/snapshot total has no `{field}`"));
+        assert!(
+            site["interval"][field].is_u64(),
+            "/snapshot interval has no `{field}`"
+        );
+        let exported = sample(
+            &metrics,
+            &format!("ferrite_probe_{family}{{site=\"figures_site\","),
+        );
+        assert_eq!(exported, total as f64 * scale, "{family} against {field}");
+    }
+
+    // And nothing is exported or serialised that the list does not declare.
+    let declared_families: Vec<&str> = SITE_COUNTERS.iter().map(|(_, f, _)| *f).collect();
+    for line in metrics.lines() {
+        if let Some(family) = line
+            .strip_prefix("# TYPE ferrite_probe_")
+            .and_then(|rest| rest.split(' ').next())
+        {
+            assert!(
+                declared_families.contains(&family)
+                    || ["in_flight", "duration_seconds"].contains(&family),
+                "/metrics family ferrite_probe_{family} is not declared"
+            );
+        }
+    }
+    let declared_fields: Vec<&str> = SITE_COUNTERS.iter().map(|(f, _, _)| *f).collect();
+    for (part, extras) in [
+        (
+            "total",
+            &["in_flight", "latency_sum_ns", "latency_buckets"][..],
+        ),
+        (
+            "interval",
+            &[
+                "calls_per_second",
+                "p50_ns",
+                "p90_ns",
+                "p99_ns",
+                "p999_ns",
+                "max_ns",
+            ][..],
+        ),
+    ] {
+        for key in site[part].as_object().expect(part).keys() {
+            assert!(
+                declared_fields.contains(&key.as_str()) || extras.contains(&key.as_str()),
+                "/snapshot {part}.{key} is not declared"
+            );
+        }
+    }
+}

@@ -5,6 +5,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use ferrite_obs::schema::{KernelStatus, SCHEMA_VERSION, SlowLog, Snapshot, Status};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Why the endpoint could not be read.
@@ -115,160 +117,143 @@ fn get(endpoint: SocketAddr, path: &str) -> Result<Value, FetchError> {
     serde_json::from_str(body).map_err(|e| FetchError::Version(format!("{path} is not JSON: {e}")))
 }
 
-/// The field `key` of `value`, or a version error naming it.
-fn field<'a>(value: &'a Value, path: &str, key: &str) -> Result<&'a Value, FetchError> {
-    value
-        .get(key)
-        .ok_or_else(|| FetchError::Version(format!("{path} has no `{key}`")))
-}
-
-fn f64_of(value: &Value) -> f64 {
-    value.as_f64().unwrap_or(0.0)
-}
-
-fn u64_of(value: &Value) -> u64 {
-    value.as_u64().unwrap_or(0)
+/// The document at `path`, once its schema version is the one this
+/// ferrite-top reads.
+fn document<T: DeserializeOwned>(endpoint: SocketAddr, path: &str) -> Result<T, FetchError> {
+    let value = get(endpoint, path)?;
+    match value.get("schema_version").and_then(Value::as_u64) {
+        Some(version) if version == u64::from(SCHEMA_VERSION) => {}
+        Some(version) => {
+            return Err(FetchError::Version(format!(
+                "{path} is schema version {version}, this ferrite-top reads version \
+                 {SCHEMA_VERSION}: use the ferrite-top of the server's ferrite-obs"
+            )));
+        }
+        None => {
+            return Err(FetchError::Version(format!(
+                "{path} has no `schema_version`: the server's ferrite-obs predates \
+                 schema version {SCHEMA_VERSION}"
+            )));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| FetchError::Version(format!("{path}: {e}")))
 }
 
 /// What the endpoint serves, as one JSON object (`--json`).
 pub(crate) fn fetch_json(endpoint: SocketAddr) -> Result<Value, FetchError> {
-    let snapshot = get(endpoint, "/snapshot")?;
-    field(&snapshot, "/snapshot", "sites")?;
     Ok(serde_json::json!({
-        "status": get(endpoint, "/status")?,
-        "snapshot": snapshot,
-        "slowlog": get(endpoint, "/slowlog")?,
+        "status": document::<Status>(endpoint, "/status")?,
+        "snapshot": document::<Snapshot>(endpoint, "/snapshot")?,
+        "slowlog": document::<SlowLog>(endpoint, "/slowlog")?,
     }))
 }
 
 /// Reads the endpoint and makes the view.
 pub(crate) fn fetch(endpoint: SocketAddr) -> Result<View, FetchError> {
-    let snapshot = get(endpoint, "/snapshot")?;
-    let status = get(endpoint, "/status")?;
-    let slowlog = get(endpoint, "/slowlog")?;
-    let sites = field(&snapshot, "/snapshot", "sites")?
-        .as_array()
-        .ok_or_else(|| FetchError::Version("/snapshot `sites` is not a list".into()))?;
-    let kernel = snapshot.get("kernel").filter(|k| !k.is_null());
+    let snapshot: Snapshot = document(endpoint, "/snapshot")?;
+    let status: Status = document(endpoint, "/status")?;
+    let slowlog: SlowLog = document(endpoint, "/slowlog")?;
+    let kernel = snapshot.kernel.as_ref();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let us = |ns: Option<u64>| ns.map_or(0.0, |ns| ns as f64 / 1000.0);
 
-    let mut commands = Vec::new();
-    for site in sites.iter().filter(|s| s["command"] == true) {
-        let name = site["name"].as_str().unwrap_or("?").to_owned();
-        let total = field(site, "/snapshot sites", "total")?;
-        let interval = field(site, "/snapshot sites", "interval")?;
-        let us = |key: &str| f64_of(&interval[key]) / 1000.0;
-        let off_cpu_ms = kernel.map(|k| {
-            k["off_cpu"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|o| o["command"] == name.as_str())
-                .map(|o| (f64_of(&o["blocked_ns"]) + f64_of(&o["preempted_ns"])) / 1e6)
-                .fold(0.0, |total, ms| total + ms)
-        });
-        let io_wait_ms = kernel.map(|k| {
-            k["io"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|io| io["command"] == name.as_str())
-                .map(|io| f64_of(&io["latency_sum_ns"]) / 1e6)
-                .fold(0.0, |total, ms| total + ms)
-        });
-        let buckets = total["latency_buckets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|b| {
-                Some((
-                    b.get(0)?.as_u64()?,
-                    b.get(1)?.as_u64()?,
-                    b.get(2)?.as_u64()?,
-                ))
-            })
-            .collect();
-        commands.push(CommandRow {
-            name,
-            qps: f64_of(&interval["calls_per_second"]),
-            calls: u64_of(&total["calls"]),
-            errors: u64_of(&total["errors"]),
-            p50_us: us("p50_ns"),
-            p99_us: us("p99_ns"),
-            max_us: us("max_ns"),
-            busy_ms: f64_of(&total["busy_ns"]) / 1e6,
-            off_cpu_ms,
-            io_wait_ms,
-            buckets,
-        });
-    }
+    let commands = snapshot
+        .sites
+        .iter()
+        .filter(|site| site.command)
+        .map(|site| {
+            let mine = |command: &Option<String>| command.as_deref() == Some(site.name.as_str());
+            CommandRow {
+                name: site.name.clone(),
+                qps: site.interval.calls_per_second,
+                calls: site.total.calls,
+                errors: site.total.errors,
+                p50_us: us(site.interval.p50_ns),
+                p99_us: us(site.interval.p99_ns),
+                max_us: us(site.interval.max_ns),
+                busy_ms: ms(site.total.busy_ns),
+                off_cpu_ms: kernel.map(|k| {
+                    k.off_cpu
+                        .iter()
+                        .filter(|o| mine(&o.command))
+                        .map(|o| ms(o.blocked_ns) + ms(o.preempted_ns))
+                        .sum()
+                }),
+                io_wait_ms: kernel.map(|k| {
+                    k.io.iter()
+                        .filter(|io| mine(&io.command))
+                        .map(|io| ms(io.latency_sum_ns))
+                        .sum()
+                }),
+                buckets: site
+                    .total
+                    .latency_buckets
+                    .iter()
+                    .map(|&[low, high, count]| (low, high, count))
+                    .collect(),
+            }
+        })
+        .collect();
 
     let mut opcodes: Vec<OpcodeRow> = Vec::new();
-    for io in kernel
-        .and_then(|k| k["io"].as_array())
-        .into_iter()
-        .flatten()
-    {
-        let opcode = io["opcode_name"].as_str().unwrap_or("?").to_owned();
-        let row = match opcodes.iter_mut().find(|r| r.opcode == opcode) {
-            Some(row) => row,
+    for io in kernel.into_iter().flat_map(|k| &k.io) {
+        let index = match opcodes.iter().position(|r| r.opcode == io.opcode_name) {
+            Some(index) => index,
             None => {
                 opcodes.push(OpcodeRow {
-                    opcode,
+                    opcode: io.opcode_name.clone(),
                     ..OpcodeRow::default()
                 });
-                opcodes.last_mut().unwrap()
+                opcodes.len() - 1
             }
         };
-        row.ops += u64_of(&io["ops"]);
-        row.errors += u64_of(&io["errors"]);
-        row.bytes += u64_of(&io["bytes"]);
-        row.p50_upper_us = row.p50_upper_us.max(f64_of(&io["p50_upper_ns"]) / 1000.0);
-        row.p99_upper_us = row.p99_upper_us.max(f64_of(&io["p99_upper_ns"]) / 1000.0);
+        let row = &mut opcodes[index];
+        row.ops += io.ops;
+        row.errors += io.errors;
+        row.bytes += io.bytes;
+        row.p50_upper_us = row.p50_upper_us.max(us(io.p50_upper_ns));
+        row.p99_upper_us = row.p99_upper_us.max(us(io.p99_upper_ns));
     }
     opcodes.sort_by_key(|r| std::cmp::Reverse(r.ops));
 
-    let slow = field(&slowlog, "/slowlog", "entries")?
-        .as_array()
-        .into_iter()
-        .flatten()
+    let slow = slowlog
+        .entries
+        .iter()
         .map(|e| SlowRow {
-            id: u64_of(&e["id"]),
-            command: e["command"].as_str().unwrap_or("?").to_owned(),
-            duration_us: f64_of(&e["duration_ns"]) / 1000.0,
-            kernel: e["kernel"].as_object().map(|k| {
+            id: e.id,
+            command: e.command.clone(),
+            duration_us: e.duration_ns as f64 / 1000.0,
+            kernel: e.kernel.as_ref().map(|k| {
                 format!(
                     "io {:.0} us, off-CPU {:.0} us, on-CPU {:.0} us",
-                    f64_of(&k["io_wait_ns"]) / 1000.0,
-                    f64_of(&k["off_cpu_ns"]) / 1000.0,
-                    f64_of(&k["on_cpu_ns"]) / 1000.0
+                    k.io_wait_ns as f64 / 1000.0,
+                    k.off_cpu_ns as f64 / 1000.0,
+                    k.on_cpu_ns as f64 / 1000.0
                 )
             }),
         })
         .collect();
 
-    let kernel_state = field(&status, "/status", "kernel")?;
-    let kernel_status = match kernel_state["state"].as_str() {
-        Some("degraded") => format!(
-            "degraded at {}: {}",
-            kernel_state["step"].as_str().unwrap_or("?"),
-            kernel_state["fix"].as_str().unwrap_or("")
-        ),
-        Some(state) => state.to_owned(),
-        None => {
-            return Err(FetchError::Version(
-                "/status `kernel` has no `state`".into(),
-            ));
-        }
+    let kernel_status = match &status.kernel {
+        KernelStatus::Degraded { step, fix, .. } => format!("degraded at {step}: {fix}"),
+        KernelStatus::Off => "off".to_owned(),
+        KernelStatus::Unsupported { .. } => "unsupported".to_owned(),
+        KernelStatus::Active { .. } => "active".to_owned(),
     };
     Ok(View {
-        sequence: u64_of(field(&snapshot, "/snapshot", "sequence")?),
+        sequence: snapshot.sequence,
         commands,
         opcodes,
         slow,
         kernel_status,
-        unattributed: kernel.map(|k| u64_of(&k["counters"]["requests_unattributed"])),
-        instrumentation_ms: f64_of(&snapshot["instrumentation"]["total_seconds"]) * 1e3,
-        rollup_ms: f64_of(&snapshot["collector"]["last_rollup_seconds"]) * 1e3,
+        unattributed: kernel.map(|k| {
+            k.counters
+                .get("requests_unattributed")
+                .copied()
+                .unwrap_or(0)
+        }),
+        instrumentation_ms: snapshot.instrumentation.total_seconds * 1e3,
+        rollup_ms: snapshot.collector.last_rollup_seconds * 1e3,
     })
 }
 
@@ -307,5 +292,49 @@ pub(crate) fn sort(rows: &mut [CommandRow], column: usize, reverse: bool) {
     }
     if reverse {
         rows.reverse();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Serves `body` once, as a ferrite-obs endpoint of some version would.
+    fn serve_once(body: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind on loopback");
+        let addr = listener.local_addr().expect("its address");
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("ferrite-top connects");
+            let mut request = [0_u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        addr
+    }
+
+    #[test]
+    fn a_document_of_another_schema_version_is_refused_naming_both_versions() {
+        let addr = serve_once("{\"schema_version\":99,\"sites\":[]}");
+        let error = document::<Snapshot>(addr, "/snapshot").expect_err("version 99");
+        let message = error.to_string();
+        assert!(
+            message.contains("version 99")
+                && message.contains(&format!("version {SCHEMA_VERSION}")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_document_without_a_schema_version_is_refused_as_older() {
+        let addr = serve_once("{\"sequence\":3,\"sites\":[]}");
+        let error = document::<Status>(addr, "/status").expect_err("no version");
+        assert!(error.to_string().contains("no `schema_version`"), "{error}");
     }
 }

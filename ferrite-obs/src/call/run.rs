@@ -205,8 +205,8 @@ pub fn run_spanned<R, C: Classify<R>, const COMMAND: bool>(
 /// `COMMAND`: whether the site is a command root.
 struct SyncCall<const COMMAND: bool> {
     site: &'static Site,
-    /// The calling thread's shard while recording, else null.
-    shard: *const Shard,
+    /// The calling thread's shard while recording.
+    shard: Option<&'static Shard>,
     exclusive: bool,
     timed: bool,
     /// The command this call started, or 0 (its probes report the current).
@@ -225,9 +225,9 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
         let (shard, exclusive) = if recording {
             let (shard, exclusive) = local_shard(site);
             shard.record_start(exclusive);
-            (std::ptr::from_ref(shard), exclusive)
+            (Some(shard), exclusive)
         } else {
-            (std::ptr::null(), false)
+            (None, false)
         };
         // After `local_shard`, which registers the site and so gives it its kind.
         let restore = if is_command {
@@ -263,9 +263,7 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
     #[inline(always)]
     fn end(&self, error: bool, panicked: bool) {
         let elapsed = if self.timed { self.start.elapsed() } else { 0 };
-        // SAFETY: non-null only when taken from `Site::shard`, which hands
-        // out shards that live as long as the (static) site.
-        if let Some(shard) = unsafe { self.shard.as_ref() } {
+        if let Some(shard) = self.shard {
             if panicked {
                 shard.record_abandoned(true, self.exclusive);
             } else {

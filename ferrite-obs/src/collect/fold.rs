@@ -2,6 +2,7 @@
 
 use crate::core::sync::Ordering;
 
+use crate::core::figures::site_counters;
 use crate::core::histogram::{Dense, Histogram};
 use crate::core::registry::REGISTRY;
 use crate::core::site::{Site, SiteMemo, SiteMeta};
@@ -20,48 +21,81 @@ static CALIBRATION_META: SiteMeta = SiteMeta {
 /// of every listing.
 pub(crate) static CALIBRATION: Site = Site::new(&CALIBRATION_META);
 
-/// The figures of one call site, folded from every thread's shard.
-///
-/// All counters are monotonic since the process started (the runtime turns
-/// them into per-interval rates). Read while calls are running, the figures
-/// are not one instant's cut, but they are always consistent as inequalities:
-/// `errors <= calls <= latency.count()` and
-/// `calls + cancelled + panicked <= started`. Once the calls have finished, they
-/// are exact.
-#[derive(Clone, Debug)]
-pub struct SiteStats {
-    /// Registration order of the site, unique in the process.
-    pub id: usize,
-    /// Probe name (the function's name unless `name = "..."` was given).
-    pub name: &'static str,
-    /// Module path of the instrumented function.
-    pub module: &'static str,
-    /// Source file of the instrumented function.
-    pub file: &'static str,
-    /// Source line of the instrumented function.
-    pub line: u32,
-    /// Whether the function is `async`.
-    pub is_async: bool,
-    /// Whether the function is a command root (`#[probe(command)]`).
-    pub is_command: bool,
-    /// Calls that began while recording.
-    pub started: u64,
-    /// Calls that returned (or whose future completed).
-    pub calls: u64,
-    /// Calls that returned `Err` (with `#[probe(err)]`).
-    pub errors: u64,
-    /// Async calls whose future was dropped before completing.
-    pub cancelled: u64,
-    /// Calls that unwound from a panic.
-    pub panicked: u64,
-    /// Polls of async calls.
-    pub polls: u64,
-    /// Time spent inside polls of async calls, in nanoseconds.
-    pub busy_ns: u64,
-    /// Latency of completed calls in nanoseconds: call to return, or an async
-    /// call's first poll to completion. Its sum is the total time.
-    pub latency: Histogram,
+macro_rules! site_stats {
+    ($($field:ident: $family:literal, $scale:literal, $help:literal;)*) => {
+        /// The figures of one call site, folded from every thread's shard.
+        ///
+        /// All counters are monotonic since the process started (the runtime
+        /// turns them into per-interval rates). Read while calls are running,
+        /// the figures are not one instant's cut, but they are always
+        /// consistent as inequalities: `errors <= calls <= latency.count()`
+        /// and `calls + cancelled + panicked <= started`. Once the calls have
+        /// finished, they are exact.
+        #[derive(Clone, Debug)]
+        pub struct SiteStats {
+            /// Registration order of the site, unique in the process.
+            pub id: usize,
+            /// Probe name (the function's name unless `name = "..."` was given).
+            pub name: &'static str,
+            /// Module path of the instrumented function.
+            pub module: &'static str,
+            /// Source file of the instrumented function.
+            pub file: &'static str,
+            /// Source line of the instrumented function.
+            pub line: u32,
+            /// Whether the function is `async`.
+            pub is_async: bool,
+            /// Whether the function is a command root (`#[probe(command)]`).
+            pub is_command: bool,
+            /// Calls that began while recording.
+            pub started: u64,
+            $(
+                #[doc = $help]
+                pub $field: u64,
+            )*
+            /// Latency of completed calls in nanoseconds: call to return, or an
+            /// async call's first poll to completion. Its sum is the total time.
+            pub latency: Histogram,
+        }
+
+        impl SiteStats {
+            /// The same site with every figure zero: the reading before the
+            /// first.
+            #[cfg(feature = "runtime")]
+            pub(crate) fn zero_like(site: &SiteStats) -> SiteStats {
+                SiteStats {
+                    started: 0,
+                    $($field: 0,)*
+                    latency: Histogram::new(),
+                    ..site.clone()
+                }
+            }
+
+            fn read(
+                site: &'static Site,
+                latency: &mut Dense,
+                memo: Option<&mut SiteMemo>,
+            ) -> SiteStats {
+                let meta = site.meta();
+                let totals = site.read_with(latency, memo);
+                SiteStats {
+                    id: site.id.load(Ordering::Relaxed),
+                    name: meta.name,
+                    module: meta.module,
+                    file: meta.file,
+                    line: meta.line,
+                    is_async: meta.is_async,
+                    is_command: meta.is_command,
+                    started: totals.started,
+                    $($field: totals.$field,)*
+                    latency: totals.histogram,
+                }
+            }
+        }
+    };
 }
+
+site_counters!(site_stats! {});
 
 impl SiteStats {
     /// Calls under way: started and not yet returned, cancelled or panicked.
@@ -75,44 +109,6 @@ impl SiteStats {
     /// Latency at quantile `q` in nanoseconds (within 1.6 %).
     pub fn quantile(&self, q: f64) -> Option<u64> {
         self.latency.quantile(q)
-    }
-
-    /// The same site with every figure zero: the reading before the first.
-    #[cfg(feature = "runtime")]
-    pub(crate) fn zero_like(site: &SiteStats) -> SiteStats {
-        SiteStats {
-            started: 0,
-            calls: 0,
-            errors: 0,
-            cancelled: 0,
-            panicked: 0,
-            polls: 0,
-            busy_ns: 0,
-            latency: Histogram::new(),
-            ..site.clone()
-        }
-    }
-
-    fn read(site: &'static Site, latency: &mut Dense, memo: Option<&mut SiteMemo>) -> SiteStats {
-        let meta = site.meta();
-        let totals = site.read_with(latency, memo);
-        SiteStats {
-            id: site.id.load(Ordering::Relaxed),
-            name: meta.name,
-            module: meta.module,
-            file: meta.file,
-            line: meta.line,
-            is_async: meta.is_async,
-            is_command: meta.is_command,
-            started: totals.started,
-            calls: totals.completed,
-            errors: totals.errors,
-            cancelled: totals.cancelled,
-            panicked: totals.panicked,
-            polls: totals.polls,
-            busy_ns: totals.busy_ns,
-            latency: totals.histogram,
-        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::call::slowlog::{self, SlowLog};
 use crate::collect::fold::{FoldMemo, SiteStats};
+use crate::core::figures::site_counters;
 use crate::core::histogram::Histogram;
 use crate::kernel::{Kernel, KernelSnapshot};
 
@@ -56,26 +57,39 @@ pub struct SiteSnapshot {
     pub interval: IntervalStats,
 }
 
-/// What one call site did during one interval.
-#[derive(Clone, Debug, Default)]
-pub struct IntervalStats {
-    /// Calls completed.
-    pub calls: u64,
-    /// Calls that returned `Err` (with `#[probe(err)]`).
-    pub errors: u64,
-    /// Futures dropped before completing.
-    pub cancelled: u64,
-    /// Calls that unwound from a panic.
-    pub panicked: u64,
-    /// Polls of async calls.
-    pub polls: u64,
-    /// Time inside polls of async calls, in nanoseconds.
-    pub busy_ns: u64,
-    /// Latency of the calls completed in the interval.
-    pub latency: Histogram,
-    /// Completed calls per second.
-    pub calls_per_second: f64,
+macro_rules! interval_stats {
+    ($($field:ident: $family:literal, $scale:literal, $help:literal;)*) => {
+        /// What one call site did during one interval.
+        #[derive(Clone, Debug, Default)]
+        pub struct IntervalStats {
+            $(
+                #[doc = $help]
+                pub $field: u64,
+            )*
+            /// Latency of the calls completed in the interval.
+            pub latency: Histogram,
+            /// Completed calls per second.
+            pub calls_per_second: f64,
+        }
+
+        /// `now - before`, counter by counter; every counter is monotonic, so
+        /// a difference is what happened in between (floored at zero).
+        fn interval_between(before: &SiteStats, now: &SiteStats, seconds: f64) -> IntervalStats {
+            let calls = now.calls.saturating_sub(before.calls);
+            IntervalStats {
+                $($field: now.$field.saturating_sub(before.$field),)*
+                latency: now.latency.delta(&before.latency),
+                calls_per_second: if seconds > 0.0 {
+                    calls as f64 / seconds
+                } else {
+                    0.0
+                },
+            }
+        }
+    };
 }
+
+site_counters!(interval_stats! {});
 
 impl IntervalStats {
     /// Latency at quantile `q` in nanoseconds (within 1.6 %), if any call
@@ -205,25 +219,5 @@ impl Rollup {
     /// Detaches the kernel view's programs and frees its maps.
     pub(crate) fn unload_kernel(&mut self) {
         self.kernel.unload();
-    }
-}
-
-/// `now - before`, counter by counter; every counter is monotonic, so a
-/// difference is what happened in between (floored at zero).
-fn interval_between(before: &SiteStats, now: &SiteStats, seconds: f64) -> IntervalStats {
-    let calls = now.calls.saturating_sub(before.calls);
-    IntervalStats {
-        calls,
-        errors: now.errors.saturating_sub(before.errors),
-        cancelled: now.cancelled.saturating_sub(before.cancelled),
-        panicked: now.panicked.saturating_sub(before.panicked),
-        polls: now.polls.saturating_sub(before.polls),
-        busy_ns: now.busy_ns.saturating_sub(before.busy_ns),
-        latency: now.latency.delta(&before.latency),
-        calls_per_second: if seconds > 0.0 {
-            calls as f64 / seconds
-        } else {
-            0.0
-        },
     }
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod clock;
 pub(crate) mod command;
+pub(crate) mod figures;
 pub mod histogram;
 #[cfg(any(feature = "runtime", loom))]
 pub(crate) mod latest;

@@ -61,8 +61,9 @@
 //! when every shard of a site recalls, the site keeps its whole histogram
 //! too ([`crate::core::site::SiteMemo`]).
 
+use crate::core::figures::site_counters;
 use crate::core::histogram::{BUCKETS, Dense, Histogram, bucket_index};
-use crate::core::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use crate::core::sync::{AtomicU8, AtomicU64, OnceBox, Ordering};
 
 /// Buckets in a shard's group: one cache line of counts, so that a reader
 /// loads only the lines calls have reached.
@@ -113,8 +114,8 @@ pub(crate) struct Shard {
     touched: [AtomicU64; TOUCHED_WORDS],
     /// Which group holds pool entry `e`: [`FREE`], or the group + 1.
     tags: [AtomicU8; POOL],
-    /// The overflow array, or null until a group needs it.
-    overflow: AtomicPtr<Overflow>,
+    /// The overflow array, empty until a group needs it.
+    overflow: OnceBox<Overflow>,
     pool: [PoolEntry; POOL],
 }
 
@@ -165,8 +166,8 @@ impl Shard {
     pub(crate) fn boxed() -> Box<Shard> {
         #[cfg(not(loom))]
         {
-            // SAFETY: `Shard` is only `AtomicU64`s (and padding), for which the
-            // all-zero bit pattern is a valid value (zero).
+            // SAFETY: `Shard` is only atomic integers (zero), padding and a
+            // `OnceBox`, whose all-zero bytes are an empty cell.
             unsafe { Box::<Shard>::new_zeroed().assume_init() }
         }
         #[cfg(loom)]
@@ -182,7 +183,7 @@ impl Shard {
                 sum_ns: AtomicU64::new(0),
                 touched: std::array::from_fn(|_| AtomicU64::new(0)),
                 tags: std::array::from_fn(|_| AtomicU8::new(FREE)),
-                overflow: AtomicPtr::new(std::ptr::null_mut()),
+                overflow: OnceBox::new(),
                 pending: AtomicU64::new(0),
                 pool: std::array::from_fn(|_| {
                     PoolEntry(std::array::from_fn(|_| AtomicU64::new(0)))
@@ -308,13 +309,7 @@ impl Shard {
 
     /// The overflow array, allocated and installed if it is not yet.
     fn overflow_or_allocate(&self) -> &Overflow {
-        let installed = self.overflow.load(Ordering::Acquire);
-        if !installed.is_null() {
-            // SAFETY: installed by `install_once` below, never freed or
-            // replaced while the shard lives.
-            return unsafe { &*installed };
-        }
-        crate::core::sync::install_once(&self.overflow, zeroed_overflow())
+        self.overflow.get_or_install(zeroed_overflow)
     }
 
     #[inline(always)]
@@ -333,18 +328,20 @@ impl Shard {
     }
 }
 
-/// Figures folded from a site's shards; see [`crate::SiteStats`] for meaning.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Totals {
-    pub(crate) started: u64,
-    pub(crate) completed: u64,
-    pub(crate) errors: u64,
-    pub(crate) cancelled: u64,
-    pub(crate) panicked: u64,
-    pub(crate) polls: u64,
-    pub(crate) busy_ns: u64,
-    pub(crate) histogram: Histogram,
+macro_rules! totals {
+    ($($field:ident: $family:literal, $scale:literal, $help:literal;)*) => {
+        /// Figures folded from a site's shards; see [`crate::SiteStats`] for
+        /// their meaning.
+        #[derive(Clone, Debug, Default)]
+        pub(crate) struct Totals {
+            pub(crate) started: u64,
+            $(pub(crate) $field: u64,)*
+            pub(crate) histogram: Histogram,
+        }
+    };
 }
+
+site_counters!(totals! {});
 
 /// The read phases, in the order the protocol above requires.
 pub(crate) const READ_PHASES: [ReadPhase; 4] = [
@@ -458,7 +455,7 @@ impl Shard {
                 totals.errors = totals.errors.saturating_add(acquire(&self.errors))
             }
             ReadPhase::Ends => {
-                totals.completed = totals.completed.saturating_add(acquire(&self.completed));
+                totals.calls = totals.calls.saturating_add(acquire(&self.completed));
                 totals.cancelled = totals.cancelled.saturating_add(acquire(&self.cancelled));
                 totals.panicked = totals.panicked.saturating_add(acquire(&self.panicked));
             }
@@ -505,14 +502,11 @@ impl Shard {
             let buckets: &[AtomicU64] = if let Some(entry) = self.pooled(group, Ordering::Acquire) {
                 &entry.0
             } else {
-                let overflow = self.overflow.load(Ordering::Acquire);
-                if overflow.is_null() {
+                let Some(overflow) = self.overflow.get() else {
                     // The bit is visible before the group's place: no call
                     // this read counts is in it.
                     continue;
-                }
-                // SAFETY: as in `overflow_or_allocate`.
-                let overflow = unsafe { &*overflow };
+                };
                 &overflow.0[group * SPAN..(group * SPAN + SPAN).min(SHARD_BUCKETS)]
             };
             let mut counts = [0u64; SPAN];
@@ -615,7 +609,7 @@ mod tests {
                 let recalled = fold_remembering(&shard, Some(&mut memo));
                 assert_eq!(recalled.histogram, fold(&shard).histogram);
                 assert_eq!(recalled.histogram.count(), 8, "exclusive: {exclusive}");
-                assert_eq!(recalled.completed, 8);
+                assert_eq!(recalled.calls, 8);
             }
             assert!(memo.recalls(&shard, Ordering::Relaxed));
             // A recall does not read the shard: a count that appeared
@@ -649,7 +643,7 @@ mod tests {
         );
         for _ in 0..3 {
             let totals = fold_remembering(&shard, Some(&mut memo));
-            assert_eq!(totals.completed, 2);
+            assert_eq!(totals.calls, 2);
             let mut expected = Histogram::new();
             expected.record(100);
             expected.record(5_000);
@@ -680,7 +674,7 @@ mod tests {
             let totals = fold(&shard);
             assert_eq!(totals.histogram, expected, "exclusive: {exclusive}");
             assert_eq!(
-                (totals.started, totals.completed, totals.errors),
+                (totals.started, totals.calls, totals.errors),
                 (2 * GROUPS as u64, 2 * GROUPS as u64, GROUPS as u64)
             );
             let pooled = shard
@@ -689,7 +683,7 @@ mod tests {
                 .filter(|t| t.load(Ordering::Relaxed) != FREE)
                 .count();
             assert_eq!(pooled, if exclusive { POOL } else { 0 });
-            assert!(!shard.overflow.load(Ordering::Relaxed).is_null());
+            assert!(shard.overflow.get().is_some());
         }
     }
 
@@ -700,7 +694,7 @@ mod tests {
             shard.record_start(true);
             shard.record_end(value, false, true);
         }
-        assert!(shard.overflow.load(Ordering::Relaxed).is_null());
+        assert!(shard.overflow.get().is_none());
         let totals = fold(&shard);
         assert_eq!(totals.histogram.count(), 200);
         assert_eq!(totals.histogram.sum(), (1_000..1_200).sum::<u64>());

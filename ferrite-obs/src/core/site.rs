@@ -16,8 +16,8 @@ use std::ptr;
 use crate::core::histogram::{Dense, Histogram};
 use crate::core::registry::Registry;
 use crate::core::shard::{READ_PHASES, ReadPhase, Shard, ShardMemo, Totals};
-use crate::core::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use crate::core::thread_slot::{SHARED, SLOTS, Slot};
+use crate::core::sync::{AtomicBool, AtomicPtr, AtomicUsize, OnceBox, Ordering};
+use crate::core::thread_slot::{SHARED, THREAD_SLOTS, ThreadSlot};
 
 /// `Site::id` before the registry assigns one.
 pub(crate) const UNASSIGNED: usize = usize::MAX;
@@ -47,7 +47,7 @@ pub struct Site {
     pub(crate) registered: AtomicBool,
     pub(crate) id: AtomicUsize,
     pub(crate) next: AtomicPtr<Site>,
-    shards: [AtomicPtr<Shard>; SLOTS + 1],
+    shards: [OnceBox<Shard>; THREAD_SLOTS + 1],
 }
 
 impl Site {
@@ -59,7 +59,7 @@ impl Site {
             registered: AtomicBool::new(false),
             id: AtomicUsize::new(UNASSIGNED),
             next: AtomicPtr::new(ptr::null_mut()),
-            shards: [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS + 1],
+            shards: [const { OnceBox::new() }; THREAD_SLOTS + 1],
         }
     }
 
@@ -71,7 +71,7 @@ impl Site {
             registered: AtomicBool::new(false),
             id: AtomicUsize::new(UNASSIGNED),
             next: AtomicPtr::new(ptr::null_mut()),
-            shards: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            shards: std::array::from_fn(|_| OnceBox::new()),
         }
     }
 
@@ -94,21 +94,18 @@ impl Site {
     /// The shard of `slot`, allocating it (and registering the site in
     /// `registry`) on the slot's first recording here.
     #[inline(always)]
-    pub(crate) fn shard(&'static self, slot: Slot, registry: &Registry) -> &'static Shard {
-        let shard = self.shards[slot.index].load(Ordering::Acquire);
-        if shard.is_null() {
-            return self.install_shard(slot, registry);
+    pub(crate) fn shard(&'static self, slot: ThreadSlot, registry: &Registry) -> &'static Shard {
+        match self.shards[slot.index].get() {
+            Some(shard) => shard,
+            None => self.install_shard(slot, registry),
         }
-        // SAFETY: non-null pointers in `shards` come from `Box::into_raw` in
-        // `install_shard` and are never freed or replaced (see the protocol).
-        unsafe { &*shard }
     }
 
     #[cold]
     #[inline(never)]
-    fn install_shard(&'static self, slot: Slot, registry: &Registry) -> &'static Shard {
+    fn install_shard(&'static self, slot: ThreadSlot, registry: &Registry) -> &'static Shard {
         registry.register(self);
-        crate::core::sync::install_once(&self.shards[slot.index], Shard::boxed())
+        self.shards[slot.index].get_or_install(Shard::boxed)
     }
 
     /// Asks the CPU to fetch the part of the shard table a fold reads.
@@ -126,7 +123,7 @@ impl Site {
     pub(crate) fn prefetch_shards(&self) {
         for (_, cell) in self.cells(exclusive_slots()) {
             // Only an address: a prefetch reads nothing and never faults.
-            Shard::prefetch(cell.load(Ordering::Relaxed));
+            Shard::prefetch(cell.address());
         }
     }
 
@@ -195,7 +192,7 @@ impl Site {
     /// The shard cells a fold looks at, with their slots: the exclusive
     /// slots below `exclusive` (see [`exclusive_slots`]), then the shared
     /// slot.
-    fn cells(&self, exclusive: usize) -> impl Iterator<Item = (usize, &AtomicPtr<Shard>)> {
+    fn cells(&self, exclusive: usize) -> impl Iterator<Item = (usize, &OnceBox<Shard>)> {
         self.shards[..exclusive]
             .iter()
             .enumerate()
@@ -204,10 +201,8 @@ impl Site {
 
     /// The shards installed in [`Site::cells`], with their slots.
     fn installed(&self, exclusive: usize) -> impl Iterator<Item = (usize, &Shard)> {
-        self.cells(exclusive).filter_map(|(slot, cell)| {
-            // SAFETY: see `shard`.
-            unsafe { cell.load(Ordering::Acquire).as_ref() }.map(|shard| (slot, shard))
-        })
+        self.cells(exclusive)
+            .filter_map(|(slot, cell)| Some((slot, cell.get()?)))
     }
 }
 
@@ -248,7 +243,7 @@ impl SiteMemo {
 /// How many exclusive slots may hold shards: those below the high-water mark
 /// of claimed slots (a slot claimed later holds only calls that began after).
 fn exclusive_slots() -> usize {
-    crate::core::thread_slot::high_water().min(SLOTS)
+    crate::core::thread_slot::high_water().min(THREAD_SLOTS)
 }
 
 impl std::fmt::Debug for Site {

@@ -9,7 +9,7 @@
 //! (`fetch_and`, `Release`): the next owner of the slot therefore sees every
 //! write the previous owner made to the slot's shards, so the single-writer
 //! rule holds across the hand-over and nothing recorded is lost. When all
-//! [`SLOTS`] are in use, further threads share the [`SHARED`] slot, whose
+//! [`THREAD_SLOTS`] are in use, further threads share the [`SHARED`] slot, whose
 //! shards are written with atomic read-modify-write instructions.
 
 use std::cell::Cell;
@@ -19,22 +19,22 @@ use crate::core::sync::{AtomicU64, Ordering};
 /// Number of exclusive slots: threads recording at the same time beyond this
 /// share one slot (correct, but with `lock`-prefixed adds).
 #[cfg(not(loom))]
-pub(crate) const SLOTS: usize = 256;
+pub(crate) const THREAD_SLOTS: usize = 256;
 #[cfg(loom)]
-pub(crate) const SLOTS: usize = 2;
+pub(crate) const THREAD_SLOTS: usize = 2;
 
 /// The slot shared by threads that found every exclusive slot taken.
-pub(crate) const SHARED: usize = SLOTS;
+pub(crate) const SHARED: usize = THREAD_SLOTS;
 
 const UNASSIGNED: usize = usize::MAX;
 
 /// A thread's slot: where it writes, and whether it is the only writer there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Slot {
+pub(crate) struct ThreadSlot {
     pub(crate) index: usize,
 }
 
-impl Slot {
+impl ThreadSlot {
     pub(crate) const fn new(index: usize) -> Self {
         Self { index }
     }
@@ -47,7 +47,7 @@ impl Slot {
 }
 
 #[cfg(not(loom))]
-static TAKEN: [AtomicU64; SLOTS / 64] = [const { AtomicU64::new(0) }; SLOTS / 64];
+static TAKEN: [AtomicU64; THREAD_SLOTS / 64] = [const { AtomicU64::new(0) }; THREAD_SLOTS / 64];
 
 /// One past the highest exclusive slot ever claimed: shards of higher slots
 /// do not exist, so readers need not look at them. Raised (`Release`) before
@@ -64,7 +64,7 @@ pub(crate) fn high_water() -> usize {
     return HIGH_WATER.load(std::sync::atomic::Ordering::Acquire);
     // The loom models hand out slots directly: every one may hold shards.
     #[cfg(loom)]
-    return SLOTS;
+    return THREAD_SLOTS;
 }
 
 thread_local! {
@@ -77,10 +77,10 @@ thread_local! {
 /// The calling thread's slot, claiming one on first use.
 #[cfg(not(loom))]
 #[inline(always)]
-pub(crate) fn current() -> Slot {
+pub(crate) fn current() -> ThreadSlot {
     let index = CURRENT.get();
     if index != UNASSIGNED {
-        return Slot::new(index);
+        return ThreadSlot::new(index);
     }
     claim()
 }
@@ -88,20 +88,20 @@ pub(crate) fn current() -> Slot {
 #[cfg(not(loom))]
 #[cold]
 #[inline(never)]
-fn claim() -> Slot {
+fn claim() -> ThreadSlot {
     let Some(index) = claim_bit() else {
         CURRENT.set(SHARED);
-        return Slot::new(SHARED);
+        return ThreadSlot::new(SHARED);
     };
     // Registering the owner fails only while the thread's locals are being
     // destroyed; the slot could then never be given back, so do not keep it.
     if OWNER.try_with(|owner| owner.0.set(index)).is_err() {
         release_bit(index);
         CURRENT.set(SHARED);
-        return Slot::new(SHARED);
+        return ThreadSlot::new(SHARED);
     }
     CURRENT.set(index);
-    Slot::new(index)
+    ThreadSlot::new(index)
 }
 
 #[cfg(not(loom))]
@@ -157,7 +157,7 @@ mod tests {
     fn exiting_threads_give_their_slot_back() {
         // More threads than slots, one after another: each must still get an
         // exclusive slot, which is only possible if exited threads freed theirs.
-        for _ in 0..SLOTS + 64 {
+        for _ in 0..THREAD_SLOTS + 64 {
             let slot = std::thread::spawn(|| {
                 let slot = current();
                 assert_eq!(current(), slot, "a thread's slot is stable");

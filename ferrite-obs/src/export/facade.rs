@@ -25,7 +25,7 @@ use crate::export::prometheus::{Family, SITE_FAMILIES};
 /// Gives the installed recorder the help text and unit of every metric.
 pub(crate) fn describe() {
     for prefix in ["probe", "command"] {
-        for family in &SITE_FAMILIES {
+        for family in SITE_FAMILIES {
             let name = format!("ferrite_{prefix}_{}", family.name);
             match facade_kind(family) {
                 FacadeKind::Counter => metrics::describe_counter!(name, Unit::Count, family.help),

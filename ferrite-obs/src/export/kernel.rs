@@ -1,5 +1,6 @@
 //! The kernel view's figures in the exports: Prometheus text for
-//! `/metrics`, JSON for `/snapshot` and `/status`, and the `metrics` facade.
+//! `/metrics`, the documents of `/snapshot` and `/status`, and the `metrics`
+//! facade.
 //!
 //! Names: `ferrite_kernel_*`, labelled `command` (the command's probe name,
 //! empty for unattributed requests) and `opcode` (`read`, `write`, ...).
@@ -9,11 +10,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use metrics::{Label, Unit};
 
-use super::format::{escape, json_string};
+use super::format::escape;
 use crate::kernel::{IoFigures, KernelCounters, KernelSnapshot, KernelStatus, OffCpuFigures};
+use crate::schema;
 
 /// One kernel counter: its name (after `ferrite_kernel_`), help text and
 /// value. The one list every export is generated from.
@@ -254,108 +257,83 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
     }
 }
 
-/// The kernel figures as a JSON value (`null` when the view is not running).
-pub(crate) fn json(out: &mut String, kernel: Option<&KernelSnapshot>) {
-    let Some(kernel) = kernel else {
-        out.push_str("null");
-        return;
-    };
-    out.push_str("{\"counters\":{");
-    for (i, (name, _, value)) in COUNTERS.iter().enumerate() {
-        let key = name.strip_suffix("_total").unwrap_or(name);
-        let _ = write!(out, "{}\"{key}\":{}", comma(i), value(&kernel.counters));
+/// The kernel figures in the `/snapshot` document.
+pub(crate) fn document(kernel: &KernelSnapshot) -> schema::Kernel {
+    let command = |c: Option<&'static str>| c.map(str::to_owned);
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    schema::Kernel {
+        counters: COUNTERS
+            .iter()
+            .map(|(name, _, value)| {
+                let key = name.strip_suffix("_total").unwrap_or(name);
+                (key.to_owned(), value(&kernel.counters))
+            })
+            .collect(),
+        io: kernel
+            .io
+            .iter()
+            .map(|io| {
+                let bound = |q: f64| io.quantile_upper_bound(q).map(nanos);
+                schema::Io {
+                    command: command(io.command),
+                    opcode: io.opcode,
+                    opcode_name: io.opcode_name.clone(),
+                    ops: io.ops,
+                    errors: io.errors,
+                    bytes: io.bytes,
+                    punts: io.punts,
+                    latency_sum_ns: nanos(io.latency_sum),
+                    p50_upper_ns: bound(0.5),
+                    p99_upper_ns: bound(0.99),
+                    log2_buckets: io.buckets.clone(),
+                }
+            })
+            .collect(),
+        off_cpu: kernel
+            .off_cpu
+            .iter()
+            .map(|off| schema::OffCpu {
+                command: command(off.command),
+                blocked_ns: nanos(off.blocked),
+                preempted_ns: nanos(off.preempted),
+                switches: off.switches,
+                blocking_polls: off.long_blocks,
+            })
+            .collect(),
+        events_received: kernel.events_received,
+        events_malformed: kernel.events_malformed,
+        recent_events: kernel
+            .recent_events
+            .iter()
+            .map(|event| schema::Event {
+                kind: event.kind.as_str().to_owned(),
+                tid: event.tid,
+                command_id: event.command_id,
+                command: command(event.command),
+                duration_ns: nanos(event.duration),
+                opcode: event.opcode.clone(),
+                result: event.result,
+            })
+            .collect(),
     }
-    out.push_str("},\"io\":[");
-    for (i, io) in kernel.io.iter().enumerate() {
-        let bound = |q: f64| {
-            io.quantile_upper_bound(q)
-                .map_or_else(|| "null".to_owned(), |d| d.as_nanos().to_string())
-        };
-        let _ = write!(
-            out,
-            "{}{{\"command\":{},\"opcode\":{},\"opcode_name\":{},\"ops\":{},\"errors\":{},\"bytes\":{},\"punts\":{},\"latency_sum_ns\":{},\"p50_upper_ns\":{},\"p99_upper_ns\":{},\"log2_buckets\":{:?}}}",
-            comma(i),
-            io.command.map_or_else(|| "null".to_owned(), json_string),
-            io.opcode,
-            json_string(&io.opcode_name),
-            io.ops,
-            io.errors,
-            io.bytes,
-            io.punts,
-            io.latency_sum.as_nanos(),
-            bound(0.5),
-            bound(0.99),
-            io.buckets,
-        );
-    }
-    out.push_str("],\"off_cpu\":[");
-    for (i, off) in kernel.off_cpu.iter().enumerate() {
-        let _ = write!(
-            out,
-            "{}{{\"command\":{},\"blocked_ns\":{},\"preempted_ns\":{},\"switches\":{},\"blocking_polls\":{}}}",
-            comma(i),
-            off.command.map_or_else(|| "null".to_owned(), json_string),
-            off.blocked.as_nanos(),
-            off.preempted.as_nanos(),
-            off.switches,
-            off.long_blocks,
-        );
-    }
-    let _ = write!(
-        out,
-        "],\"events_received\":{},\"events_malformed\":{},\"recent_events\":[",
-        kernel.events_received, kernel.events_malformed
-    );
-    for (i, event) in kernel.recent_events.iter().enumerate() {
-        let _ = write!(
-            out,
-            "{}{{\"kind\":\"{}\",\"tid\":{},\"command_id\":{},\"command\":{},\"duration_ns\":{},\"opcode\":{},\"result\":{}}}",
-            comma(i),
-            event.kind.as_str(),
-            event.tid,
-            event.command_id,
-            event.command.map_or_else(|| "null".to_owned(), json_string),
-            event.duration.as_nanos(),
-            event
-                .opcode
-                .as_deref()
-                .map_or_else(|| "null".to_owned(), json_string),
-            event
-                .result
-                .map_or_else(|| "null".to_owned(), |r| r.to_string()),
-        );
-    }
-    out.push_str("]}");
 }
 
-/// The kernel status as a JSON object.
-pub(crate) fn status_json(status: &KernelStatus) -> String {
+/// The kernel status in the `/status` document.
+pub(crate) fn status_document(status: &KernelStatus) -> schema::KernelStatus {
     match status {
-        KernelStatus::Off => "{\"state\":\"off\"}".to_owned(),
-        KernelStatus::Unsupported { reason } => {
-            format!(
-                "{{\"state\":\"unsupported\",\"reason\":{}}}",
-                json_string(reason)
-            )
-        }
-        KernelStatus::Active { attached } => format!(
-            "{{\"state\":\"active\",\"attached\":[{}]}}",
-            attached
-                .iter()
-                .map(|a| json_string(a))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        KernelStatus::Degraded { step, error, fix } => format!(
-            "{{\"state\":\"degraded\",\"step\":\"{step}\",\"error\":{},\"fix\":{}}}",
-            json_string(error),
-            json_string(fix)
-        ),
+        KernelStatus::Off => schema::KernelStatus::Off,
+        KernelStatus::Unsupported { reason } => schema::KernelStatus::Unsupported {
+            reason: reason.clone(),
+        },
+        KernelStatus::Active { attached } => schema::KernelStatus::Active {
+            attached: attached.clone(),
+        },
+        KernelStatus::Degraded { step, error, fix } => schema::KernelStatus::Degraded {
+            step: step.to_string(),
+            error: error.clone(),
+            fix: fix.clone(),
+        },
     }
-}
-
-fn comma(i: usize) -> &'static str {
-    if i == 0 { "" } else { "," }
 }
 
 /// A kernel counter's name in the `metrics` facade.

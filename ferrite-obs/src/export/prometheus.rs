@@ -11,6 +11,7 @@ use std::fmt::Write;
 
 use super::format::escape;
 use crate::collect::snapshot::{SiteSnapshot, Snapshot};
+use crate::core::figures::site_counters;
 use crate::core::histogram::{BUCKETS, Histogram, bucket_bounds};
 
 /// One metric family: its name, type and help text, and how a site's value
@@ -23,51 +24,30 @@ pub(crate) struct Family {
     pub(crate) value: fn(&SiteSnapshot) -> f64,
 }
 
-/// The per-site families, named `ferrite_{probe|command}_{name}`.
-pub(crate) const SITE_FAMILIES: [Family; 7] = [
-    Family {
-        name: "calls_total",
-        kind: "counter",
-        help: "Calls completed.",
-        value: |s| s.total.calls as f64,
-    },
-    Family {
-        name: "errors_total",
-        kind: "counter",
-        help: "Calls that returned Err (with #[probe(err)]).",
-        value: |s| s.total.errors as f64,
-    },
-    Family {
-        name: "cancelled_total",
-        kind: "counter",
-        help: "Async calls whose future was dropped before completing.",
-        value: |s| s.total.cancelled as f64,
-    },
-    Family {
-        name: "panicked_total",
-        kind: "counter",
-        help: "Calls that unwound from a panic.",
-        value: |s| s.total.panicked as f64,
-    },
-    Family {
-        name: "in_flight",
-        kind: "gauge",
-        help: "Calls started and not yet ended.",
-        value: |s| s.total.in_flight() as f64,
-    },
-    Family {
-        name: "polls_total",
-        kind: "counter",
-        help: "Polls of async calls.",
-        value: |s| s.total.polls as f64,
-    },
-    Family {
-        name: "busy_seconds_total",
-        kind: "counter",
-        help: "Time spent inside polls of async calls.",
-        value: |s| s.total.busy_ns as f64 / 1e9,
-    },
-];
+macro_rules! site_families {
+    ($($field:ident: $family:literal, $scale:literal, $help:literal;)*) => {
+        /// The per-site families, named `ferrite_{probe|command}_{name}`: a
+        /// counter per site counter, and the calls in flight.
+        pub(crate) const SITE_FAMILIES: &[Family] = &[
+            $(
+                Family {
+                    name: $family,
+                    kind: "counter",
+                    help: $help,
+                    value: |s| s.total.$field as f64 * $scale,
+                },
+            )*
+            Family {
+                name: "in_flight",
+                kind: "gauge",
+                help: "Calls started and not yet ended.",
+                value: |s| s.total.in_flight() as f64,
+            },
+        ];
+    };
+}
+
+site_counters!(site_families! {});
 
 /// The octave edges used as `le` bounds: indices of the last bucket of each
 /// octave from 1 µs up.
@@ -91,7 +71,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         if sites.is_empty() {
             continue;
         }
-        for family in &SITE_FAMILIES {
+        for family in SITE_FAMILIES {
             let name = format!("ferrite_{prefix}_{}", family.name);
             let _ = writeln!(out, "# HELP {name} {}", family.help);
             let _ = writeln!(out, "# TYPE {name} {}", family.kind);

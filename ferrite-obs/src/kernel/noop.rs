@@ -15,7 +15,7 @@ impl Kernel {
             KernelStatus::Off
         } else if cfg!(target_os = "linux") {
             KernelStatus::Unsupported {
-                reason: "ferrite-obs was built without its `ebpf` feature: enable it (it is on by default) for the kernel view".to_owned(),
+                reason: "ferrite-obs was built without its `ebpf` feature: enable it (`features = [\"ebpf\"]`) for the kernel view".to_owned(),
             }
         } else {
             KernelStatus::Unsupported {
