@@ -921,6 +921,21 @@ fn bpf_objects(kind: &str, ours: impl Fn(&str) -> bool) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// The programs the kernel view chose for this kernel, as its status
+/// lists them (`hook (program)`).
+fn chosen_programs(handle: &Handle) -> Vec<String> {
+    let KernelStatus::Active { attached, .. } = handle.status().kernel else {
+        panic!("the kernel view is not active");
+    };
+    attached
+        .iter()
+        .map(|a| {
+            let program = a.rsplit_once(" (").map(|(_, p)| p.trim_end_matches(')'));
+            program.unwrap_or_else(|| panic!("no program in {a:?}")).to_owned()
+        })
+        .collect()
+}
+
 fn fo_programs() -> Vec<(u32, String)> {
     bpf_objects("prog", |name| name.starts_with("fo_"))
 }
@@ -961,19 +976,15 @@ fn shutdown_detaches_every_program() {
         .collect();
     ours.sort_by(|a, b| a.1.cmp(&b.1));
     let names: Vec<&str> = ours.iter().map(|(_, name)| name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "fo_complete",
-            "fo_cqe_overflow",
-            "fo_failed",
-            "fo_punt",
-            "fo_short_write",
-            "fo_submit",
-            "fo_switch"
-        ],
-        "every program is loaded while running"
-    );
+    // The variants chosen for this kernel, named as the kernel truncates
+    // program names (15 bytes).
+    let mut chosen: Vec<String> = chosen_programs(&handle)
+        .into_iter()
+        .map(|p| p[..p.len().min(15)].to_owned())
+        .collect();
+    chosen.sort_unstable();
+    assert_eq!(chosen.len(), 7, "a program per tracepoint: {chosen:?}");
+    assert_eq!(names, chosen, "every chosen program is loaded while running");
     support::shutdown(handle);
     // Freed once the last reference is gone (a map mapped into the process
     // only once its mapping is), after a grace period: give it a moment,
@@ -1037,6 +1048,8 @@ fn unprivileged_status_names_the_missing_capability_and_call_sites_still_work() 
     };
     assert_eq!(field("kernel"), "degraded", "{text}");
     assert_eq!(field("step"), "create-maps", "{text}");
+    assert_eq!(field("cause"), "missing-capability", "{text}");
+    assert_eq!(field("release"), kernel_release(), "{text}");
     let fix = field("fix");
     assert!(
         fix.contains("CAP_BPF"),
@@ -1109,4 +1122,154 @@ fn more_commands_than_the_io_table_holds_are_counted_exactly() {
         "the hash behind the table had room"
     );
     support::shutdown(handle);
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// `kernel-status`'s `key value` lines, run as root with
+/// `FERRITE_OBS_TEST_BTF` pointing at `btf`: the loader reads that file as
+/// the kernel's BTF.
+fn status_with_btf(btf: &std::path::Path) -> Vec<(String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kernel-status"))
+        .env("FERRITE_OBS_TEST_BTF", btf)
+        .output()
+        .expect("kernel-status runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "kernel-status: {out:?}");
+    text.lines()
+        .map(|l| {
+            let (key, value) = l.split_once(' ').unwrap_or((l, ""));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+fn field<'a>(lines: &'a [(String, String)], key: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no `{key}` line in {lines:#?}"))
+}
+
+/// The running kernel's BTF with every type name beginning with `from`
+/// renamed (same length, so every offset and type id stays): the kernel
+/// as it would be without those tracepoints.
+fn btf_without(dir: &std::path::Path, from: &[&str]) -> std::path::PathBuf {
+    let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    for prefix in from {
+        let prefix = prefix.as_bytes();
+        let mut renamed = 0;
+        let mut at = 0;
+        while let Some(found) = btf[at..].windows(prefix.len()).position(|w| w == prefix) {
+            let start = at + found;
+            // `btf_trace_` -> `btf_tXace_`: no longer a tracepoint's typedef.
+            btf[start + 5] = b'X';
+            renamed += 1;
+            at = start + prefix.len();
+        }
+        assert!(renamed > 0, "the kernel's BTF names {prefix:?}");
+    }
+    let path = dir.join(format!("btf-without-{}", from.len()));
+    std::fs::write(&path, btf).unwrap();
+    path
+}
+
+#[test]
+fn a_kernel_without_btf_is_named_as_the_reason_with_its_fix() {
+    if !skip::is_root() {
+        skip::skip(
+            "a_kernel_without_btf_is_named_as_the_reason_with_its_fix",
+            "loading eBPF needs root",
+        );
+        return;
+    }
+    let dir = scratch_dir("no-btf");
+    let empty = dir.join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let lines = status_with_btf(&empty);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(field(&lines, "kernel"), "degraded");
+    assert_eq!(field(&lines, "release"), kernel_release());
+    assert_eq!(field(&lines, "step"), "read-btf");
+    assert_eq!(field(&lines, "cause"), "missing-btf");
+    assert!(
+        field(&lines, "error").contains("BTF too short: 0 bytes"),
+        "{lines:?}"
+    );
+    assert!(
+        field(&lines, "fix").contains("CONFIG_DEBUG_INFO_BTF=y"),
+        "{lines:?}"
+    );
+    assert_eq!(field(&lines, "calls"), "1000 sum 500500", "call sites still count");
+}
+
+#[test]
+fn a_kernel_without_io_uring_tracepoints_keeps_off_cpu_and_names_what_is_missing() {
+    if !skip::is_root() {
+        skip::skip(
+            "a_kernel_without_io_uring_tracepoints_keeps_off_cpu_and_names_what_is_missing",
+            "loading eBPF needs root",
+        );
+        return;
+    }
+    let dir = scratch_dir("no-io-uring-btf");
+    let without_io_uring = btf_without(&dir, &["btf_trace_io_uring_"]);
+    let without_any = btf_without(&dir, &["btf_trace_io_uring_", "btf_trace_sched_switch"]);
+    let lines = status_with_btf(&without_io_uring);
+    let degraded = status_with_btf(&without_any);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(field(&lines, "kernel"), "active", "{lines:#?}");
+    let attached: Vec<&str> = lines
+        .iter()
+        .filter(|(k, _)| k == "attached")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(attached.len(), 1, "{lines:#?}");
+    assert!(
+        attached[0].starts_with("tp_btf/sched_switch (fo_switch"),
+        "{attached:?}"
+    );
+    let unavailable: BTreeMap<&str, &str> = lines
+        .iter()
+        .filter(|(k, _)| k == "unavailable")
+        .map(|(_, v)| v.split_once(' ').unwrap())
+        .collect();
+    assert_eq!(
+        unavailable.keys().copied().collect::<Vec<_>>(),
+        [
+            "attributed_requests",
+            "cqe_overflows",
+            "failed_submissions",
+            "io_latency",
+            "punts",
+            "short_writes"
+        ],
+        "{lines:#?}"
+    );
+    assert!(
+        unavailable["attributed_requests"].contains("no io_uring submission tracepoint"),
+        "{unavailable:?}"
+    );
+    assert!(
+        unavailable["short_writes"].contains("io_uring/io_uring_short_write"),
+        "{unavailable:?}"
+    );
+
+    assert_eq!(field(&degraded, "kernel"), "degraded", "{degraded:#?}");
+    assert_eq!(field(&degraded, "step"), "choose-programs");
+    assert_eq!(field(&degraded, "cause"), "missing-tracepoint");
+    assert!(
+        field(&degraded, "error").contains("off_cpu: this kernel has no tracepoint sched_switch"),
+        "{degraded:#?}"
+    );
+    assert!(field(&degraded, "fix").contains("CONFIG_IO_URING"), "{degraded:#?}");
+    assert_eq!(field(&degraded, "calls"), "1000 sum 500500");
 }

@@ -339,16 +339,37 @@ pub(crate) fn status_json(status: &KernelStatus) -> String {
                 json_string(reason)
             )
         }
-        KernelStatus::Active { attached } => format!(
-            "{{\"state\":\"active\",\"attached\":[{}]}}",
+        KernelStatus::Active {
+            kernel,
+            attached,
+            unavailable,
+        } => format!(
+            "{{\"state\":\"active\",\"kernel\":{},\"attached\":[{}],\"unavailable\":[{}]}}",
+            json_string(kernel),
             attached
                 .iter()
                 .map(|a| json_string(a))
                 .collect::<Vec<_>>()
+                .join(","),
+            unavailable
+                .iter()
+                .map(|u| format!(
+                    "{{\"figure\":\"{}\",\"reason\":{}}}",
+                    u.figure,
+                    json_string(&u.reason)
+                ))
+                .collect::<Vec<_>>()
                 .join(",")
         ),
-        KernelStatus::Degraded { step, error, fix } => format!(
-            "{{\"state\":\"degraded\",\"step\":\"{step}\",\"error\":{},\"fix\":{}}}",
+        KernelStatus::Degraded {
+            kernel,
+            step,
+            cause,
+            error,
+            fix,
+        } => format!(
+            "{{\"state\":\"degraded\",\"kernel\":{},\"step\":\"{step}\",\"cause\":\"{cause}\",\"error\":{},\"fix\":{}}}",
+            json_string(kernel),
             json_string(error),
             json_string(fix)
         ),

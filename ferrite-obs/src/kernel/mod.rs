@@ -149,15 +149,26 @@ pub enum KernelStatus {
         /// Why, and what build would have it.
         reason: String,
     },
-    /// Every program is loaded and attached.
+    /// The programs this kernel can run are loaded and attached.
     Active {
-        /// The attached programs, as `category/tracepoint`.
+        /// The kernel release the programs were chosen for (`uname -r`).
+        kernel: String,
+        /// The attached programs, each as `hook (program)`: the tracepoint
+        /// (`tp_btf/name` or `category/name`) and the variant chosen for
+        /// this kernel's layout of its arguments.
         attached: Vec<String>,
+        /// The figures this kernel cannot give, and why: they are absent
+        /// from the snapshot, never reported as zero.
+        unavailable: Vec<UnavailableFigure>,
     },
     /// A load step failed: there is no kernel view, everything else works.
     Degraded {
+        /// The kernel release the load was tried on (`uname -r`).
+        kernel: String,
         /// The step that failed.
         step: LoadStep,
+        /// What kind of failure it was, which decides the fix.
+        cause: FailureCause,
         /// What the kernel or the system said.
         error: String,
         /// What would make it work.
@@ -170,6 +181,17 @@ impl KernelStatus {
     pub fn is_active(&self) -> bool {
         matches!(self, KernelStatus::Active { .. })
     }
+
+    /// Whether the kernel view reports `figure` (false while it is not
+    /// active).
+    pub fn has(&self, figure: KernelFigure) -> bool {
+        match self {
+            KernelStatus::Active { unavailable, .. } => {
+                unavailable.iter().all(|u| u.figure != figure)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Display for KernelStatus {
@@ -177,19 +199,43 @@ impl std::fmt::Display for KernelStatus {
         match self {
             KernelStatus::Off => f.write_str("off"),
             KernelStatus::Unsupported { reason } => write!(f, "unsupported: {reason}"),
-            KernelStatus::Active { attached } => write!(f, "active: {}", attached.join(", ")),
-            KernelStatus::Degraded { step, error, fix } => {
-                write!(f, "degraded: {step} failed: {error}; fix: {fix}")
+            KernelStatus::Active {
+                kernel,
+                attached,
+                unavailable,
+            } => {
+                write!(f, "active on Linux {kernel}: {}", attached.join(", "))?;
+                for missing in unavailable {
+                    write!(f, "; {} unavailable: {}", missing.figure, missing.reason)?;
+                }
+                Ok(())
             }
+            KernelStatus::Degraded {
+                kernel,
+                step,
+                cause,
+                error,
+                fix,
+            } => write!(
+                f,
+                "degraded on Linux {kernel}: {step} failed ({cause}): {error}; fix: {fix}"
+            ),
         }
     }
 }
 
 /// The steps of loading the kernel view, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LoadStep {
     /// Finding (or mounting) tracefs, where tracepoints are named.
     Tracefs,
+    /// Reading the kernel's BTF (`/sys/kernel/btf/vmlinux`): its types
+    /// and its tracepoints' arguments.
+    ReadBtf,
+    /// Choosing, from the BTF, the program variants that fit the kernel's
+    /// tracepoints.
+    ChoosePrograms,
     /// Parsing the object and creating its maps.
     CreateMaps,
     /// Loading a program (the verifier runs here).
@@ -203,6 +249,8 @@ impl LoadStep {
     pub fn as_str(self) -> &'static str {
         match self {
             LoadStep::Tracefs => "tracefs",
+            LoadStep::ReadBtf => "read-btf",
+            LoadStep::ChoosePrograms => "choose-programs",
             LoadStep::CreateMaps => "create-maps",
             LoadStep::LoadProgram => "load-program",
             LoadStep::Attach => "attach",
@@ -214,6 +262,103 @@ impl std::fmt::Display for LoadStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Why a load step failed: each cause has its own fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureCause {
+    /// The process lacks a capability (CAP_BPF, CAP_PERFMON,
+    /// CAP_DAC_READ_SEARCH) or a sysctl forbids the call.
+    MissingCapability,
+    /// The kernel's verifier rejected a program (its log is in the
+    /// error): a defect of ferrite-obs on this kernel, not a permission.
+    VerifierRejected,
+    /// The kernel has no tracepoint a figure needs, or passes it
+    /// arguments no program variant reads.
+    MissingTracepoint,
+    /// The kernel has no BTF (`/sys/kernel/btf/vmlinux`), or it is
+    /// unreadable.
+    MissingBtf,
+    /// tracefs is neither mounted nor mountable.
+    MissingTracefs,
+    /// Anything else: the error says what.
+    Other,
+}
+
+impl FailureCause {
+    /// The cause's name, as status reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::MissingCapability => "missing-capability",
+            FailureCause::VerifierRejected => "verifier-rejected",
+            FailureCause::MissingTracepoint => "missing-tracepoint",
+            FailureCause::MissingBtf => "missing-btf",
+            FailureCause::MissingTracefs => "missing-tracefs",
+            FailureCause::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A figure of the kernel view, as status names the ones a kernel cannot
+/// give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum KernelFigure {
+    /// io_uring requests attributed to commands (submitted, completed,
+    /// attributed counts, and ops, errors and bytes per command and opcode).
+    AttributedRequests,
+    /// io_uring latency histograms per command and opcode.
+    IoLatency,
+    /// Requests handed to io-wq workers.
+    Punts,
+    /// Submissions the kernel failed.
+    FailedSubmissions,
+    /// Short writes.
+    ShortWrites,
+    /// Completions that overflowed a CQ ring.
+    CqeOverflows,
+    /// Off-CPU time per command, blocked and preempted.
+    OffCpu,
+    /// Polls that blocked their thread longer than the blocking threshold.
+    BlockingPolls,
+}
+
+impl KernelFigure {
+    /// The figure's name, as status reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelFigure::AttributedRequests => "attributed_requests",
+            KernelFigure::IoLatency => "io_latency",
+            KernelFigure::Punts => "punts",
+            KernelFigure::FailedSubmissions => "failed_submissions",
+            KernelFigure::ShortWrites => "short_writes",
+            KernelFigure::CqeOverflows => "cqe_overflows",
+            KernelFigure::OffCpu => "off_cpu",
+            KernelFigure::BlockingPolls => "blocking_polls",
+        }
+    }
+}
+
+impl std::fmt::Display for KernelFigure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A figure this kernel cannot give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnavailableFigure {
+    /// The figure.
+    pub figure: KernelFigure,
+    /// What the kernel lacks for it, and what kernel has it.
+    pub reason: String,
 }
 
 /// Everything the kernel view has measured since it was loaded (monotonic
