@@ -106,29 +106,40 @@ apt_options() {
     printf '%s\n' "${options[@]}"
 }
 
-# The newest cloud kernel package of Debian series $1 (6.1, 6.12, ...)
-# that apt knows.
-package_of() {
+# The cloud kernel packages of Debian series $1 (6.1, 6.12, ...) that apt
+# knows, newest first.
+packages_of() {
     local pattern options
     mapfile -t options < <(apt_options "$1")
     pattern="^linux-image-${1//./\\.}\.[0-9+a-z.-]*-cloud-amd64-unsigned "
     apt-cache "${options[@]}" search --names-only "linux-image-$1" | grep -E "$pattern" \
-        | cut -d' ' -f1 | sort -V | tail -n1
+        | cut -d' ' -f1 | sort -rV
 }
 
-# Fetches and extracts package $2 of series $1 under $work/kernels (once);
-# prints the tree's directory.
+# The newest package of series $1 that downloads (a suite's security
+# archive can list packages it no longer serves), extracted under
+# $work/kernels once; prints the tree's directory.
 kernel_tree() {
-    local package=$2 tree=$work/kernels/$2 options
+    local package tree options
     mapfile -t options < <(apt_options "$1")
-    if [ ! -d "$tree/boot" ]; then
-        mkdir -p "$work/debs" "$tree.tmp"
-        (cd "$work/debs" && ls "${package}"_*.deb >/dev/null 2>&1 \
-            || apt-get "${options[@]}" download -q "$package" >&2)
-        dpkg -x "$(ls "$work/debs/${package}"_*.deb | head -n1)" "$tree.tmp"
+    for package in $(packages_of "$1"); do
+        tree=$work/kernels/$package
+        if [ -d "$tree/boot" ]; then
+            echo "$tree"
+            return 0
+        fi
+        mkdir -p "$work/debs"
+        if ! ls "$work/debs/${package}"_*.deb >/dev/null 2>&1; then
+            (cd "$work/debs" && apt-get "${options[@]}" download -q "$package" >&2) || continue
+        fi
+        rm -rf "$tree.tmp"
+        dpkg -x "$(ls "$work/debs/${package}"_*.deb | head -n1)" "$tree.tmp" || continue
         mv "$tree.tmp" "$tree"
-    fi
-    echo "$tree"
+        echo "$tree"
+        return 0
+    done
+    echo "kernel-matrix: no linux-image-$1.*-cloud-amd64-unsigned package downloads (apt-get update?)" >&2
+    return 1
 }
 
 # ---- test binaries, built here
@@ -191,13 +202,8 @@ failed=0
 started=$SECONDS
 
 for s in "${series[@]}"; do
-    package=$(package_of "$s")
-    if [ -z "$package" ]; then
-        echo "kernel-matrix: apt knows no linux-image-$s.*-cloud-amd64-unsigned package (apt-get update?)" >&2
-        failed=1
-        continue
-    fi
-    tree=$(kernel_tree "$s" "$package")
+    tree=$(kernel_tree "$s") || { failed=1; continue; }
+    package=${tree##*/}
     vmlinuz=$(ls "$tree"/boot/vmlinuz-* | head -n1)
     log=$work/${package}.log
     say "booting ${vmlinuz##*/} ($package)"

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferrite_obs::kernel::{KernelEventKind, KernelSnapshot, KernelStatus, tag_sqe};
+use ferrite_obs::kernel::{KernelEventKind, KernelFigure, KernelSnapshot, KernelStatus, tag_sqe};
 use ferrite_obs::{Config, Handle, probe};
 use io_uring::{IoUring, opcode, squeue, types};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -47,19 +47,34 @@ fn config() -> Config {
     config
 }
 
-/// Starts the runtime with the kernel view; `None` (after saying why) when
-/// the kernel view cannot run here and the environment allows a skip.
+/// The figures the io_uring tests read.
+const IO: &[KernelFigure] = &[KernelFigure::AttributedRequests, KernelFigure::IoLatency];
+
+/// Starts the runtime with the kernel view for an io_uring test; `None`
+/// (after saying why) when the kernel view cannot run here and the
+/// environment allows a skip.
 fn start(test: &str) -> Option<Handle> {
-    start_with(test, config())
+    start_with(test, config(), IO)
 }
 
-fn start_with(test: &str, config: Config) -> Option<Handle> {
+/// Starts the runtime with `config`; `None` (after saying why) when the
+/// kernel view is not active or this kernel cannot give a figure of
+/// `needs`, and the environment allows a skip.
+fn start_with(test: &str, config: Config, needs: &[KernelFigure]) -> Option<Handle> {
     let handle = ferrite_obs::start(config).expect("the runtime starts");
-    match handle.status().kernel {
-        KernelStatus::Active { .. } => Some(handle),
-        other => {
+    let status = handle.status().kernel;
+    let reason = match &status {
+        KernelStatus::Active { unavailable, .. } => unavailable
+            .iter()
+            .find(|u| needs.contains(&u.figure))
+            .map(|u| format!("this kernel cannot give {}: {}", u.figure, u.reason)),
+        other => Some(format!("the kernel view is not active ({other})")),
+    };
+    match reason {
+        None => Some(handle),
+        Some(reason) => {
             drop(handle);
-            skip::skip(test, &format!("the kernel view is not active ({other})"));
+            skip::skip(test, &reason);
             None
         }
     }
@@ -522,6 +537,7 @@ fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
     let Some(handle) = start_with(
         "tokio_uring_requests_are_attributed_to_their_commands_exactly",
         config,
+        IO,
     ) else {
         return;
     };
@@ -656,6 +672,7 @@ fn a_thread_without_a_slot_table_is_counted_and_unattributed() {
     let Some(handle) = start_with(
         "a_thread_without_a_slot_table_is_counted_and_unattributed",
         config,
+        IO,
     ) else {
         return;
     };
@@ -823,6 +840,7 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
     let Some(handle) = start_with(
         "off_cpu_time_is_charged_to_the_command_that_blocked",
         config,
+        &[KernelFigure::OffCpu, KernelFigure::BlockingPolls],
     ) else {
         return;
     };
@@ -931,7 +949,9 @@ fn chosen_programs(handle: &Handle) -> Vec<String> {
         .iter()
         .map(|a| {
             let program = a.rsplit_once(" (").map(|(_, p)| p.trim_end_matches(')'));
-            program.unwrap_or_else(|| panic!("no program in {a:?}")).to_owned()
+            program
+                .unwrap_or_else(|| panic!("no program in {a:?}"))
+                .to_owned()
         })
         .collect()
 }
@@ -956,7 +976,7 @@ fn shutdown_detaches_every_program() {
         "the object's maps: {expected_maps:?}"
     );
     let maps_before = fo_maps(&expected_maps);
-    let Some(handle) = start("shutdown_detaches_every_program") else {
+    let Some(handle) = start_with("shutdown_detaches_every_program", config(), &[]) else {
         return;
     };
     let mut our_maps: Vec<(u32, String)> = fo_maps(&expected_maps)
@@ -983,8 +1003,11 @@ fn shutdown_detaches_every_program() {
     // The variants chosen for this kernel.
     let mut chosen: Vec<String> = chosen_programs(&handle).iter().map(|p| short(p)).collect();
     chosen.sort_unstable();
-    assert_eq!(chosen.len(), 7, "a program per tracepoint: {chosen:?}");
-    assert_eq!(names, chosen, "every chosen program is loaded while running");
+    assert!(!chosen.is_empty(), "an active view has programs");
+    assert_eq!(
+        names, chosen,
+        "every chosen program is loaded while running"
+    );
     support::shutdown(handle);
     // Freed once the last reference is gone (a map mapped into the process
     // only once its mapping is), after a grace period: give it a moment,
@@ -1207,7 +1230,11 @@ fn a_kernel_without_btf_is_named_as_the_reason_with_its_fix() {
         field(&lines, "fix").contains("CONFIG_DEBUG_INFO_BTF=y"),
         "{lines:?}"
     );
-    assert_eq!(field(&lines, "calls"), "1000 sum 500500", "call sites still count");
+    assert_eq!(
+        field(&lines, "calls"),
+        "1000 sum 500500",
+        "call sites still count"
+    );
 }
 
 #[test]
@@ -1270,6 +1297,9 @@ fn a_kernel_without_io_uring_tracepoints_keeps_off_cpu_and_names_what_is_missing
         field(&degraded, "error").contains("off_cpu: this kernel has no tracepoint sched_switch"),
         "{degraded:#?}"
     );
-    assert!(field(&degraded, "fix").contains("CONFIG_IO_URING"), "{degraded:#?}");
+    assert!(
+        field(&degraded, "fix").contains("CONFIG_IO_URING"),
+        "{degraded:#?}"
+    );
     assert_eq!(field(&degraded, "calls"), "1000 sum 500500");
 }

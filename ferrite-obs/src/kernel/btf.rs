@@ -139,7 +139,8 @@ impl Tracepoints {
         while at < types_end {
             let id = types.len() as u32;
             let truncated = BtfError::Truncated { id };
-            let (Some(name), Some(info), Some(size_or_type)) = (word(at), word(at + 4), word(at + 8))
+            let (Some(name), Some(info), Some(size_or_type)) =
+                (word(at), word(at + 4), word(at + 8))
             else {
                 return Err(truncated);
             };
@@ -150,8 +151,8 @@ impl Tracepoints {
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 _ => return Err(BtfError::Kind { id, kind }),
             };
             types.push(Type {
@@ -214,6 +215,17 @@ impl Tracepoints {
         Ok(Tracepoints { by_name })
     }
 
+    /// Tracepoints with these arguments, as a kernel's BTF would give them.
+    #[cfg(test)]
+    pub(super) fn from_args(tracepoints: &[(&str, &[Arg])]) -> Tracepoints {
+        Tracepoints {
+            by_name: tracepoints
+                .iter()
+                .map(|(name, args)| ((*name).to_owned(), Some(args.to_vec())))
+                .collect(),
+        }
+    }
+
     /// Whether the kernel has tracepoint `name`.
     pub(super) fn has(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
@@ -244,7 +256,13 @@ mod tests {
         let mut out = Vec::new();
         out.extend_from_slice(&0xeb9fu16.to_ne_bytes());
         out.extend_from_slice(&[1, 0]);
-        for w in [24, 0, section.len() as u32, section.len() as u32, strings.len() as u32] {
+        for w in [
+            24,
+            0,
+            section.len() as u32,
+            section.len() as u32,
+            strings.len() as u32,
+        ] {
             out.extend_from_slice(&u32::to_ne_bytes(w));
         }
         out.extend_from_slice(&section);
@@ -257,14 +275,14 @@ mod tests {
         // Strings: 1 "int", 5 "io_kiocb", 14 "btf_trace_io_uring_submit_sqe".
         let strings = b"\0int\0io_kiocb\0btf_trace_io_uring_submit_sqe\0";
         let types: &[(u32, u32, u32, u32, &[u32])] = &[
-            (KIND_INT, 1, 4, 0, &[32]),       // 1: int
-            (KIND_STRUCT, 5, 8, 0, &[]),      // 2: struct io_kiocb
-            (KIND_PTR, 0, 2, 0, &[]),         // 3: struct io_kiocb *
-            (KIND_PTR, 0, 0, 0, &[]),         // 4: void *
-            (KIND_CONST, 0, 1, 0, &[]),       // 5: const int
+            (KIND_INT, 1, 4, 0, &[32]),                      // 1: int
+            (KIND_STRUCT, 5, 8, 0, &[]),                     // 2: struct io_kiocb
+            (KIND_PTR, 0, 2, 0, &[]),                        // 3: struct io_kiocb *
+            (KIND_PTR, 0, 0, 0, &[]),                        // 4: void *
+            (KIND_CONST, 0, 1, 0, &[]),                      // 5: const int
             (KIND_FUNC_PROTO, 0, 0, 3, &[0, 4, 0, 3, 0, 5]), // 6: (void *, struct io_kiocb *, const int)
-            (KIND_PTR, 0, 6, 0, &[]),         // 7
-            (KIND_TYPEDEF, 14, 7, 0, &[]),    // 8: btf_trace_io_uring_submit_sqe
+            (KIND_PTR, 0, 6, 0, &[]),                        // 7
+            (KIND_TYPEDEF, 14, 7, 0, &[]),                   // 8: btf_trace_io_uring_submit_sqe
         ];
         let tracepoints = Tracepoints::parse(&blob(types, strings)).unwrap();
         assert!(tracepoints.has("io_uring_submit_sqe"));

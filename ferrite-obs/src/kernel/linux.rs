@@ -180,8 +180,8 @@ fn read_btf() -> Result<(Btf, btf::Tracepoints), Failure> {
     let data = std::fs::read(&path).map_err(|e| diagnose::missing_btf(&path, &e))?;
     let tracepoints =
         btf::Tracepoints::parse(&data).map_err(|e| diagnose::missing_btf(&path, &e))?;
-    let btf = Btf::parse(&data, Endianness::default())
-        .map_err(|e| diagnose::missing_btf(&path, &e))?;
+    let btf =
+        Btf::parse(&data, Endianness::default()).map_err(|e| diagnose::missing_btf(&path, &e))?;
     Ok((btf, tracepoints))
 }
 
@@ -189,7 +189,11 @@ fn load(config: &Config) -> Result<(Loaded, variants::Plan), Failure> {
     ensure_tracefs()?;
     let (btf, tracepoints) = read_btf()?;
     let plan = variants::choose(&tracepoints);
-    if plan.programs.iter().all(|c| matches!(c.hook, Hook::Classic(..))) {
+    if plan
+        .programs
+        .iter()
+        .all(|c| matches!(c.hook, Hook::Classic(..)))
+    {
         // Without the submission, completion and scheduler programs there
         // is no figure worth loading for.
         let mut reasons: Vec<String> = plan
@@ -246,7 +250,11 @@ fn load(config: &Config) -> Result<(Loaded, variants::Plan), Failure> {
         };
         let link = link.map_err(|e| {
             let mut failure = failure(LoadStep::Attach, &e);
-            failure.error = format!("program {program} to {}: {}", hook.describe(), failure.error);
+            failure.error = format!(
+                "program {program} to {}: {}",
+                hook.describe(),
+                failure.error
+            );
             failure
         })?;
         links.push((program, link));

@@ -201,4 +201,3 @@ fn recursion_misses(program: BorrowedFd<'_>) -> u64 {
 fn opcode_label(opcode: u32) -> String {
     opcode_name(opcode).map_or_else(|| format!("op{opcode}"), str::to_owned)
 }
-

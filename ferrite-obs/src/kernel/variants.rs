@@ -68,9 +68,21 @@ pub(super) const ALL_PROGRAMS: [&str; 9] = [
 /// submission and completion programs too.
 const CLASSIC: [(&str, &str, KernelFigure); 4] = [
     ("fo_punt", "io_uring_queue_async_work", KernelFigure::Punts),
-    ("fo_failed", "io_uring_req_failed", KernelFigure::FailedSubmissions),
-    ("fo_short_write", "io_uring_short_write", KernelFigure::ShortWrites),
-    ("fo_cqe_overflow", "io_uring_cqe_overflow", KernelFigure::CqeOverflows),
+    (
+        "fo_failed",
+        "io_uring_req_failed",
+        KernelFigure::FailedSubmissions,
+    ),
+    (
+        "fo_short_write",
+        "io_uring_short_write",
+        KernelFigure::ShortWrites,
+    ),
+    (
+        "fo_cqe_overflow",
+        "io_uring_cqe_overflow",
+        KernelFigure::CqeOverflows,
+    ),
 ];
 
 /// The programs that fit `tracepoints`, the running kernel's.
@@ -166,7 +178,9 @@ fn complete(tracepoints: &Tracepoints) -> Result<Choice, String> {
     };
     let pointer = |arg: Option<&Arg>| matches!(arg, Some(Arg::Struct(_) | Arg::Opaque));
     let program = match args {
-        [ctx, req, Arg::Struct(cqe)] if pointer(Some(ctx)) && pointer(Some(req)) && cqe == "io_uring_cqe" => {
+        [ctx, req, Arg::Struct(cqe)]
+            if pointer(Some(ctx)) && pointer(Some(req)) && cqe == "io_uring_cqe" =>
+        {
             "fo_complete"
         }
         [ctx, req, Arg::Scalar, Arg::Scalar, Arg::Scalar, ..]
@@ -211,4 +225,164 @@ fn switch(tracepoints: &Tracepoints) -> Result<Choice, String> {
         program,
         hook: Hook::Btf(NAME),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ptr(name: &str) -> Arg {
+        Arg::Struct(name.to_owned())
+    }
+
+    /// The prototypes of the tracepoints the programs use, as kernels of
+    /// each layout have them (from their BTF), with the classic ones.
+    fn kernel(submit: (&str, Vec<Arg>), complete: Vec<Arg>, switch: Vec<Arg>) -> Tracepoints {
+        let classic: Vec<(&str, Vec<Arg>)> = CLASSIC
+            .iter()
+            .map(|(_, name, _)| (*name, vec![Arg::Opaque]))
+            .collect();
+        let all: Vec<(&str, Vec<Arg>)> = [
+            submit,
+            ("io_uring_complete", complete),
+            ("sched_switch", switch),
+        ]
+        .into_iter()
+        .chain(classic)
+        .collect();
+        let borrowed: Vec<(&str, &[Arg])> = all.iter().map(|(n, a)| (*n, a.as_slice())).collect();
+        Tracepoints::from_args(&borrowed)
+    }
+
+    fn programs(plan: &Plan) -> Vec<String> {
+        plan.programs.iter().map(|c| c.describe()).collect()
+    }
+
+    fn switch_with_state() -> Vec<Arg> {
+        vec![
+            Arg::Scalar,
+            ptr("task_struct"),
+            ptr("task_struct"),
+            Arg::Scalar,
+        ]
+    }
+
+    #[test]
+    fn each_kernel_layout_gets_the_variant_that_reads_it() {
+        use Arg::{Opaque, Scalar};
+        let flat = vec![Opaque, Opaque, Scalar, Scalar, Scalar, Scalar, Scalar];
+        // 6.1: io_uring_submit_sqe(req, force_nonblock), flat completion.
+        let v6_1 = kernel(
+            ("io_uring_submit_sqe", vec![ptr("io_kiocb"), Scalar]),
+            flat.clone(),
+            switch_with_state(),
+        );
+        // 6.12: io_uring_submit_req(req), flat completion.
+        let v6_12 = kernel(
+            ("io_uring_submit_req", vec![ptr("io_kiocb")]),
+            flat,
+            switch_with_state(),
+        );
+        // 6.18: the completion passes its CQE.
+        let v6_18 = kernel(
+            ("io_uring_submit_req", vec![ptr("io_kiocb")]),
+            vec![ptr("io_ring_ctx"), Opaque, ptr("io_uring_cqe")],
+            switch_with_state(),
+        );
+        for (tracepoints, submit, complete) in [
+            (
+                &v6_1,
+                "tp_btf/io_uring_submit_sqe (fo_submit)",
+                "tp_btf/io_uring_complete (fo_complete_flat)",
+            ),
+            (
+                &v6_12,
+                "tp_btf/io_uring_submit_req (fo_submit)",
+                "tp_btf/io_uring_complete (fo_complete_flat)",
+            ),
+            (
+                &v6_18,
+                "tp_btf/io_uring_submit_req (fo_submit)",
+                "tp_btf/io_uring_complete (fo_complete)",
+            ),
+        ] {
+            let plan = choose(tracepoints);
+            assert_eq!(
+                programs(&plan),
+                [
+                    submit,
+                    complete,
+                    "tp_btf/sched_switch (fo_switch)",
+                    "io_uring/io_uring_queue_async_work (fo_punt)",
+                    "io_uring/io_uring_req_failed (fo_failed)",
+                    "io_uring/io_uring_short_write (fo_short_write)",
+                    "io_uring/io_uring_cqe_overflow (fo_cqe_overflow)",
+                ]
+            );
+            assert_eq!(plan.unavailable, []);
+        }
+    }
+
+    #[test]
+    fn a_kernel_whose_tracepoints_pass_no_request_keeps_off_cpu_only() {
+        use Arg::{Opaque, Scalar};
+        // 5.10: io_uring_submit_sqe(ctx, opcode, user_data, ...),
+        // io_uring_complete(ctx, user_data, res), sched_switch without
+        // prev_state, and none of the classic ones but the punt's.
+        let tracepoints = Tracepoints::from_args(&[
+            (
+                "io_uring_submit_sqe",
+                &[Opaque, Scalar, Scalar, Scalar, Scalar],
+            ),
+            ("io_uring_complete", &[Opaque, Scalar, Scalar]),
+            ("io_uring_queue_async_work", &[Opaque]),
+            (
+                "sched_switch",
+                &[Scalar, ptr("task_struct"), ptr("task_struct")],
+            ),
+        ]);
+        let plan = choose(&tracepoints);
+        assert_eq!(programs(&plan), ["tp_btf/sched_switch (fo_switch_task)"]);
+        let figures: Vec<KernelFigure> = plan.unavailable.iter().map(|u| u.figure).collect();
+        assert_eq!(
+            figures,
+            [
+                KernelFigure::AttributedRequests,
+                KernelFigure::IoLatency,
+                KernelFigure::Punts,
+                KernelFigure::FailedSubmissions,
+                KernelFigure::ShortWrites,
+                KernelFigure::CqeOverflows,
+            ]
+        );
+        assert_eq!(
+            plan.unavailable[0].reason,
+            "this kernel's io_uring_submit_sqe(void *, scalar, scalar, scalar, scalar) does not \
+             pass the request (struct io_kiocb *) as its first argument, which attribution reads \
+             (Linux 6.1 and later do)"
+        );
+    }
+
+    #[test]
+    fn a_completion_without_the_request_makes_io_figures_unavailable() {
+        use Arg::{Opaque, Scalar};
+        // A completion that passes no request, as 5.15's
+        // io_uring_complete(ctx, user_data, res, cflags) does.
+        let tracepoints = kernel(
+            ("io_uring_submit_sqe", vec![ptr("io_kiocb"), Scalar]),
+            vec![Opaque, Scalar, Scalar, Scalar],
+            switch_with_state(),
+        );
+        let plan = choose(&tracepoints);
+        assert!(
+            plan.unavailable[0].reason.starts_with(
+                "this kernel's io_uring_complete(void *, scalar, scalar, scalar) passes neither"
+            ),
+            "{plan:?}"
+        );
+        assert!(
+            !programs(&plan).iter().any(|p| p.contains("punt")),
+            "{plan:?}"
+        );
+    }
 }
