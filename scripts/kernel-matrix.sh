@@ -17,7 +17,6 @@
 # virtme-ng; virtiofsd (cloud kernels have no 9p, so the host filesystem
 # is shared over virtio-fs). This machine's KVM cannot run stock kernels,
 # hence --disable-kvm (TCG).
-#
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -128,12 +127,12 @@ kernel_tree() {
             echo "$tree"
             return 0
         fi
-        mkdir -p "$work/debs"
+        mkdir -p "$work/debs" "$work/kernels"
         if ! ls "$work/debs/${package}"_*.deb >/dev/null 2>&1; then
             (cd "$work/debs" && apt-get "${options[@]}" download -q "$package" >&2) || continue
         fi
         rm -rf "$tree.tmp"
-        dpkg -x "$(ls "$work/debs/${package}"_*.deb | head -n1)" "$tree.tmp" || continue
+        dpkg -x "$(ls "$work/debs/${package}"_*.deb | head -n1)" "$tree.tmp" || return 1
         mv "$tree.tmp" "$tree"
         echo "$tree"
         return 0
@@ -208,8 +207,9 @@ for s in "${series[@]}"; do
     log=$work/${package}.log
     say "booting ${vmlinuz##*/} ($package)"
     t0=$SECONDS
-    # qemu reopens its stdout at offset 0: pipe it, never redirect it.
-    vng --disable-kvm --cpus 2 -m 2G --run "$vmlinuz" \
+    # qemu reopens its stdout at offset 0: pipe it, never redirect it. A
+    # boot that hangs is cut off (a run takes under 2 minutes).
+    timeout 900 vng --disable-kvm --cpus 2 -m 2G --run "$vmlinuz" \
         --exec "$guest $tests_bin $status_bin ${guest_tests[*]}" 2>&1 | tee "$log" >&2 || true
     summarise "$log" "$package" | tee -a "$results" || failed=1
     echo "    ($((SECONDS - t0)) s)" | tee -a "$results"

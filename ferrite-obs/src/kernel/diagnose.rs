@@ -234,7 +234,69 @@ fn missing_capabilities() -> Vec<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::abridge;
+    use super::{abridge, load_failure};
+    use crate::kernel::{FailureCause, LoadStep};
+    use aya::programs::ProgramError;
+    use aya_obj::VerifierLog;
+
+    fn load_error(errno: i32, log: &str) -> ProgramError {
+        ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(errno),
+            verifier_log: VerifierLog::new(log.to_owned()),
+        }
+    }
+
+    #[test]
+    fn eacces_with_a_verifier_log_is_a_rejection_not_a_missing_capability() {
+        // What 6.12 said of the completion program built for 6.18's layout.
+        let log = "; unsigned cflags = cqe->flags; @ ferrite_obs.bpf.c:547\n\
+                   12: (61) r2 = *(u32 *)(r1 +12)\nR1 invalid mem access 'scalar'\n\
+                   processed 40 insns";
+        let failure = load_failure("fo_complete", &load_error(libc::EACCES, log));
+        assert_eq!(failure.step, LoadStep::LoadProgram);
+        assert_eq!(failure.cause, FailureCause::VerifierRejected);
+        assert!(
+            failure.error.starts_with("program fo_complete: "),
+            "{}",
+            failure.error
+        );
+        assert!(
+            failure.error.contains("invalid mem access 'scalar'"),
+            "{}",
+            failure.error
+        );
+        assert!(
+            failure.fix.contains("no capability or setting fixes it"),
+            "{}",
+            failure.fix
+        );
+        assert!(!failure.fix.contains("CAP_PERFMON"), "{}", failure.fix);
+    }
+
+    #[test]
+    fn an_unresolved_field_is_named_as_such() {
+        let log = "0: (85) call unknown#195896080\ninvalid func unknown#195896080";
+        let failure = load_failure("fo_switch_task", &load_error(libc::EINVAL, log));
+        assert_eq!(failure.cause, FailureCause::VerifierRejected);
+        assert!(
+            failure
+                .fix
+                .contains("field that this kernel's BTF does not have"),
+            "{}",
+            failure.fix
+        );
+    }
+
+    #[test]
+    fn eperm_without_a_log_is_a_missing_capability() {
+        let failure = load_failure("fo_submit", &load_error(libc::EPERM, ""));
+        assert_eq!(failure.cause, FailureCause::MissingCapability);
+        assert!(
+            failure
+                .fix
+                .starts_with("loading tracing programs needs CAP_PERFMON and CAP_BPF")
+        );
+    }
 
     #[test]
     fn a_long_verifier_log_keeps_its_call_and_its_verdict() {

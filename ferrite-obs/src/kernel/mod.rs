@@ -181,17 +181,6 @@ impl KernelStatus {
     pub fn is_active(&self) -> bool {
         matches!(self, KernelStatus::Active { .. })
     }
-
-    /// Whether the kernel view reports `figure` (false while it is not
-    /// active).
-    pub fn has(&self, figure: KernelFigure) -> bool {
-        match self {
-            KernelStatus::Active { unavailable, .. } => {
-                unavailable.iter().all(|u| u.figure != figure)
-            }
-            _ => false,
-        }
-    }
 }
 
 impl std::fmt::Display for KernelStatus {
