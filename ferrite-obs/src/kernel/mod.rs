@@ -193,7 +193,7 @@ impl std::fmt::Display for KernelStatus {
                 attached,
                 unavailable,
             } => {
-                write!(f, "active on Linux {kernel}: {}", attached.join(", "))?;
+                write!(f, "active: {} (Linux {kernel})", attached.join(", "))?;
                 for missing in unavailable {
                     write!(f, "; {} unavailable: {}", missing.figure, missing.reason)?;
                 }
@@ -207,7 +207,7 @@ impl std::fmt::Display for KernelStatus {
                 fix,
             } => write!(
                 f,
-                "degraded on Linux {kernel}: {step} failed ({cause}): {error}; fix: {fix}"
+                "degraded: {step} failed ({cause}, Linux {kernel}): {error}; fix: {fix}"
             ),
         }
     }
