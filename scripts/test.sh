@@ -42,6 +42,9 @@ trap 'rm -f "$log"' EXIT
 status=0
 FERRITE_REQUIRE_KERNEL=1 cargo test --workspace 2>&1 | tee "$log" || status=$?
 
+echo "== kernel matrix: Debian 6.1 and 6.12 booted under qemu, and the host kernel"
+scripts/kernel-matrix.sh 6.1 6.12 || status=$?
+
 # One total over every test binary (each prints its own `test result:` line).
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

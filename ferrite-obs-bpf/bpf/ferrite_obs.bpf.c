@@ -8,6 +8,23 @@
  * outliers (slow or failed completions, blocking polls) go through the ring
  * buffer.
  *
+ * The tracepoints' arguments differ between kernels, so some programs come
+ * in variants, one per layout, compiled from the same code (an inline body
+ * per figure, a thin entry per layout): the loader reads the running
+ * kernel's BTF (the `btf_trace_<tracepoint>` prototypes), loads the variant
+ * that fits and leaves the others unloaded. Every variant feeds the same
+ * maps the same way:
+ *
+ *   fo_submit          io_uring_submit_req(req) and io_uring_submit_sqe(req,
+ *                      force_nonblock): the request is the first argument of
+ *                      both; the loader attaches it to whichever exists
+ *   fo_complete        io_uring_complete(ctx, req, cqe)
+ *   fo_complete_flat   io_uring_complete(ctx, req, user_data, res, cflags,
+ *                      extra1, extra2), ctx and req as `void *`
+ *   fo_switch          sched_switch(preempt, prev, next, prev_state)
+ *   fo_switch_task     sched_switch(preempt, prev, next): the state read from
+ *                      the task (`__state`, or `state` before it was renamed)
+ *
  * Attribution: a runtime thread registers (in `registrations`, or in
  * `threads` when its entry there is taken) its slot table (in `slots`:
  * user_data -> command, written when the SQE is pushed) and the address of
@@ -213,6 +230,13 @@ struct io_uring_cqe {
 struct task_struct {
 	int pid;
 	int tgid;
+	unsigned int __state;
+} __attribute__((preserve_access_index));
+
+/* The task's state as kernels before the rename to `__state` name it (the
+ * `___` suffix is a CO-RE flavour: it relocates against `task_struct`). */
+struct task_struct___state {
+	long state;
 } __attribute__((preserve_access_index));
 
 /* The rare ones stay classic tracepoints, reading the kernel's formatted
@@ -430,7 +454,9 @@ static __always_inline __u64 consume_slot(__u32 tid, __u64 user_data, __u32 *kin
 	return slot.command;
 }
 
-/* io_uring_submit_req(struct io_kiocb *req) */
+/* io_uring_submit_req(struct io_kiocb *req), and its older name and form
+ * io_uring_submit_sqe(struct io_kiocb *req, bool force_nonblock): the
+ * loader attaches it to the one the kernel has. */
 SEC("tp_btf/io_uring_submit_req")
 int fo_submit(__u64 *args)
 {
@@ -479,23 +505,19 @@ int fo_punt(struct trace_event_raw_io_uring_queue_async_work *tp)
 	return 0;
 }
 
-/* io_uring_complete(struct io_ring_ctx *ctx, void *req,
- *                   struct io_uring_cqe *cqe) */
-SEC("tp_btf/io_uring_complete")
-int fo_complete(__u64 *args)
+/* A completion of request `req` of ring `ctx` (the kernel's addresses),
+ * posted while the ring's CQ tail reads `cq_tail`: its figures, and an
+ * outlier record when it failed or was slow. */
+static __always_inline int complete(__u64 ctx, __u64 req, __u64 user_data, int res,
+				    __u32 cflags, __u32 cq_tail)
 {
-	__u64 req = args[1];
-	if (!req)
-		return 0;
 	int in_table;
 	struct fo_inflight *found = find_inflight(req, &in_table);
 	/* The ctx check guards against a request address reused by another
 	 * ring after a completion this program missed. */
-	if (!found || found->ctx != args[0])
+	if (!found || found->ctx != ctx)
 		return 0;
-	struct io_uring_cqe *cqe = (struct io_uring_cqe *)args[2];
 	struct fo_inflight request = *found;
-	unsigned cflags = cqe->flags;
 	if (cflags & CQE_F_MORE)
 		found->punted = 0; /* multishot: the request stays in flight */
 	else if (in_table)
@@ -505,10 +527,8 @@ int fo_complete(__u64 *args)
 	else
 		bpf_map_delete_elem(&inflight, &req);
 
-	struct io_ring_ctx *ctx = (struct io_ring_ctx *)args[0];
-	__u64 now = batch_clock(FO_CLOCK_COMPLETE, request.ctx, ctx->rings->cq.tail);
+	__u64 now = batch_clock(FO_CLOCK_COMPLETE, request.ctx, cq_tail);
 	__u64 latency = now > request.submit_ns ? now - request.submit_ns : 0;
-	int res = cqe->res;
 	count(FO_C_COMPLETED);
 
 	struct fo_io_stats *stats = io_stats_of(request.kind, request.opcode);
@@ -541,7 +561,7 @@ int fo_complete(__u64 *args)
 		event->tid = request.tid;
 		event->command = request.command;
 		event->duration_ns = latency;
-		event->user_data = cqe->user_data;
+		event->user_data = user_data;
 		event->kind = request.kind;
 		event->res = res;
 		event->opcode = request.opcode;
@@ -549,6 +569,35 @@ int fo_complete(__u64 *args)
 		bpf_ringbuf_submit(event, 0);
 	}
 	return 0;
+}
+
+/* io_uring_complete(struct io_ring_ctx *ctx, void *req,
+ *                   struct io_uring_cqe *cqe): typed pointers, read
+ * directly. */
+SEC("tp_btf/io_uring_complete")
+int fo_complete(__u64 *args)
+{
+	__u64 req = args[1];
+	if (!req)
+		return 0;
+	struct io_ring_ctx *ctx = (struct io_ring_ctx *)args[0];
+	struct io_uring_cqe *cqe = (struct io_uring_cqe *)args[2];
+	return complete(args[0], req, cqe->user_data, cqe->res, cqe->flags, ctx->rings->cq.tail);
+}
+
+/* io_uring_complete(void *ctx, void *req, u64 user_data, int res,
+ *                   unsigned cflags, u64 extra1, u64 extra2): the CQE's
+ * fields as arguments, the ring as an untyped pointer (a number to the
+ * verifier), so its CQ tail is read with a helper. */
+SEC("tp_btf/io_uring_complete")
+int fo_complete_flat(__u64 *args)
+{
+	__u64 req = args[1];
+	if (!req)
+		return 0;
+	struct io_ring_ctx *ctx = (struct io_ring_ctx *)args[0];
+	__u32 cq_tail = BPF_CORE_READ(ctx, rings, cq.tail);
+	return complete(args[0], req, args[2], (int)args[3], (__u32)args[4], cq_tail);
 }
 
 SEC("tracepoint/io_uring/io_uring_req_failed")
@@ -587,19 +636,16 @@ int fo_cqe_overflow(void *tp)
  * Off-CPU time. At a switch-out the current task is `prev`: if it belongs to
  * the process and its current-command cell names a command, note the switch.
  * The matching switch-in is found by `next`'s pid (only the process's
- * threads are in `switched_out`).
- *
- * sched_switch(bool preempt, struct task_struct *prev,
- *              struct task_struct *next, unsigned int prev_state)
+ * threads are in `switched_out`). `preempt` and `prev_state` say whether
+ * `prev` was preempted or went to sleep.
  */
-SEC("tp_btf/sched_switch")
-int fo_switch(__u64 *args)
+static __always_inline int switch_task(int preempt, struct task_struct *next_task,
+				       unsigned int prev_state)
 {
 	/* Runs on every switch of the machine: the clock is read only for one
 	 * of the process's threads, and at most once. */
 	__u64 now = 0;
 
-	struct task_struct *next_task = (struct task_struct *)args[2];
 	__u32 next = next_task->pid;
 	/* Only the process's threads are in `switched_out`: a field read
 	 * spares every other switch of the machine the hash lookup. */
@@ -668,15 +714,37 @@ int fo_switch(__u64 *args)
 		return 0;
 	/* Blocked: it went to sleep (a sleeping state in prev_state's low
 	 * byte: S, D, ...) rather than being preempted. */
-	int preempted = (__u8)args[0] != 0;
-	unsigned int state = (unsigned int)args[3];
 	struct fo_switch switch_out = {
 		.at_ns = now ? now : bpf_ktime_get_ns(),
 		.command = current.command,
 		.kind = (__u32)current.kind,
-		.blocked = !preempted && (state & 0xff) != 0,
+		.blocked = !preempt && (prev_state & 0xff) != 0,
 	};
 	bpf_map_update_elem(&switched_out, &prev, &switch_out, BPF_ANY);
 	count(FO_C_SWITCH_OUTS);
 	return 0;
+}
+
+/* sched_switch(bool preempt, struct task_struct *prev,
+ *              struct task_struct *next, unsigned int prev_state) */
+SEC("tp_btf/sched_switch")
+int fo_switch(__u64 *args)
+{
+	return switch_task((__u8)args[0] != 0, (struct task_struct *)args[2],
+			   (unsigned int)args[3]);
+}
+
+/* sched_switch(bool preempt, struct task_struct *prev,
+ *              struct task_struct *next): the state is prev's own, still
+ * as it was when it was switched out. */
+SEC("tp_btf/sched_switch")
+int fo_switch_task(__u64 *args)
+{
+	struct task_struct *prev = (struct task_struct *)args[1];
+	unsigned int state;
+	if (bpf_core_field_exists(prev->__state))
+		state = prev->__state;
+	else
+		state = (unsigned int)((struct task_struct___state *)prev)->state;
+	return switch_task((__u8)args[0] != 0, (struct task_struct *)args[2], state);
 }

@@ -337,11 +337,7 @@ fn published_snapshots_are_whole_and_never_go_back() {
         let last = latest.load();
         assert_eq!(last.sequence, 3);
         assert_eq!(
-            (
-                last.totals.started,
-                last.totals.calls,
-                last.totals.errors
-            ),
+            (last.totals.started, last.totals.calls, last.totals.errors),
             (1, 1, 1)
         );
         assert_eq!(last.totals.histogram.sum(), 5);

@@ -240,18 +240,36 @@ pub enum KernelStatus {
     },
     /// Loaded and attached.
     Active {
-        /// The programs attached.
+        /// The kernel release the programs were chosen for.
+        kernel: String,
+        /// The programs attached, each as `hook (program)`.
         attached: Vec<String>,
+        /// The figures this kernel cannot give, and why.
+        unavailable: Vec<Unavailable>,
     },
     /// Enabled, but a step failed.
     Degraded {
+        /// The kernel release the load was tried on.
+        kernel: String,
         /// The step that failed.
         step: String,
+        /// The kind of failure (`missing-capability`, `verifier-rejected`,
+        /// `missing-tracepoint`, `missing-btf`, `missing-tracefs`, ...).
+        cause: String,
         /// What failed.
         error: String,
         /// What to do about it.
         fix: String,
     },
+}
+
+/// A figure the running kernel cannot give.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unavailable {
+    /// The figure (`attributed_requests`, `off_cpu`, ...).
+    pub figure: String,
+    /// What the kernel lacks for it, and which kernels have it.
+    pub reason: String,
 }
 
 /// `GET /slowlog`: the slow-command log.

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferrite_obs::kernel::{KernelEventKind, KernelSnapshot, KernelStatus, tag_sqe};
+use ferrite_obs::kernel::{KernelEventKind, KernelFigure, KernelSnapshot, KernelStatus, tag_sqe};
 use ferrite_obs::{Config, Handle, probe};
 use io_uring::{IoUring, opcode, squeue, types};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -47,19 +47,34 @@ fn config() -> Config {
     config
 }
 
-/// Starts the runtime with the kernel view; `None` (after saying why) when
-/// the kernel view cannot run here and the environment allows a skip.
+/// The figures the io_uring tests read.
+const IO: &[KernelFigure] = &[KernelFigure::AttributedRequests, KernelFigure::IoLatency];
+
+/// Starts the runtime with the kernel view for an io_uring test; `None`
+/// (after saying why) when the kernel view cannot run here and the
+/// environment allows a skip.
 fn start(test: &str) -> Option<Handle> {
-    start_with(test, config())
+    start_with(test, config(), IO)
 }
 
-fn start_with(test: &str, config: Config) -> Option<Handle> {
+/// Starts the runtime with `config`; `None` (after saying why) when the
+/// kernel view is not active or this kernel cannot give a figure of
+/// `needs`, and the environment allows a skip.
+fn start_with(test: &str, config: Config, needs: &[KernelFigure]) -> Option<Handle> {
     let handle = ferrite_obs::start(config).expect("the runtime starts");
-    match handle.status().kernel {
-        KernelStatus::Active { .. } => Some(handle),
-        other => {
+    let status = handle.status().kernel;
+    let reason = match &status {
+        KernelStatus::Active { unavailable, .. } => unavailable
+            .iter()
+            .find(|u| needs.contains(&u.figure))
+            .map(|u| format!("this kernel cannot give {}: {}", u.figure, u.reason)),
+        other => Some(format!("the kernel view is not active ({other})")),
+    };
+    match reason {
+        None => Some(handle),
+        Some(reason) => {
             drop(handle);
-            skip::skip(test, &format!("the kernel view is not active ({other})"));
+            skip::skip(test, &reason);
             None
         }
     }
@@ -522,6 +537,7 @@ fn tokio_uring_requests_are_attributed_to_their_commands_exactly() {
     let Some(handle) = start_with(
         "tokio_uring_requests_are_attributed_to_their_commands_exactly",
         config,
+        IO,
     ) else {
         return;
     };
@@ -656,6 +672,7 @@ fn a_thread_without_a_slot_table_is_counted_and_unattributed() {
     let Some(handle) = start_with(
         "a_thread_without_a_slot_table_is_counted_and_unattributed",
         config,
+        IO,
     ) else {
         return;
     };
@@ -823,6 +840,7 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
     let Some(handle) = start_with(
         "off_cpu_time_is_charged_to_the_command_that_blocked",
         config,
+        &[KernelFigure::OffCpu, KernelFigure::BlockingPolls],
     ) else {
         return;
     };
@@ -921,6 +939,23 @@ fn bpf_objects(kind: &str, ours: impl Fn(&str) -> bool) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// The programs the kernel view chose for this kernel, as its status
+/// lists them (`hook (program)`).
+fn chosen_programs(handle: &Handle) -> Vec<String> {
+    let KernelStatus::Active { attached, .. } = handle.status().kernel else {
+        panic!("the kernel view is not active");
+    };
+    attached
+        .iter()
+        .map(|a| {
+            let program = a.rsplit_once(" (").map(|(_, p)| p.trim_end_matches(')'));
+            program
+                .unwrap_or_else(|| panic!("no program in {a:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
 fn fo_programs() -> Vec<(u32, String)> {
     bpf_objects("prog", |name| name.starts_with("fo_"))
 }
@@ -941,7 +976,7 @@ fn shutdown_detaches_every_program() {
         "the object's maps: {expected_maps:?}"
     );
     let maps_before = fo_maps(&expected_maps);
-    let Some(handle) = start("shutdown_detaches_every_program") else {
+    let Some(handle) = start_with("shutdown_detaches_every_program", config(), &[]) else {
         return;
     };
     let mut our_maps: Vec<(u32, String)> = fo_maps(&expected_maps)
@@ -960,19 +995,18 @@ fn shutdown_detaches_every_program() {
         .filter(|p| !before.contains(p))
         .collect();
     ours.sort_by(|a, b| a.1.cmp(&b.1));
-    let names: Vec<&str> = ours.iter().map(|(_, name)| name.as_str()).collect();
+    // Compared as the kernel keeps program names (15 bytes): bpftool
+    // prints the whole name where the kernel has the program's BTF, the
+    // kernel's copy elsewhere.
+    let short = |name: &str| name[..name.len().min(15)].to_owned();
+    let names: Vec<String> = ours.iter().map(|(_, name)| short(name)).collect();
+    // The variants chosen for this kernel.
+    let mut chosen: Vec<String> = chosen_programs(&handle).iter().map(|p| short(p)).collect();
+    chosen.sort_unstable();
+    assert!(!chosen.is_empty(), "an active view has programs");
     assert_eq!(
-        names,
-        [
-            "fo_complete",
-            "fo_cqe_overflow",
-            "fo_failed",
-            "fo_punt",
-            "fo_short_write",
-            "fo_submit",
-            "fo_switch"
-        ],
-        "every program is loaded while running"
+        names, chosen,
+        "every chosen program is loaded while running"
     );
     support::shutdown(handle);
     // Freed once the last reference is gone (a map mapped into the process
@@ -1037,6 +1071,8 @@ fn unprivileged_status_names_the_missing_capability_and_call_sites_still_work() 
     };
     assert_eq!(field("kernel"), "degraded", "{text}");
     assert_eq!(field("step"), "create-maps", "{text}");
+    assert_eq!(field("cause"), "missing-capability", "{text}");
+    assert_eq!(field("release"), kernel_release(), "{text}");
     let fix = field("fix");
     assert!(
         fix.contains("CAP_BPF"),
@@ -1109,4 +1145,161 @@ fn more_commands_than_the_io_table_holds_are_counted_exactly() {
         "the hash behind the table had room"
     );
     support::shutdown(handle);
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// `kernel-status`'s `key value` lines, run as root with
+/// `FERRITE_OBS_TEST_BTF` pointing at `btf`: the loader reads that file as
+/// the kernel's BTF.
+fn status_with_btf(btf: &std::path::Path) -> Vec<(String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kernel-status"))
+        .env("FERRITE_OBS_TEST_BTF", btf)
+        .output()
+        .expect("kernel-status runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "kernel-status: {out:?}");
+    text.lines()
+        .map(|l| {
+            let (key, value) = l.split_once(' ').unwrap_or((l, ""));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+fn field<'a>(lines: &'a [(String, String)], key: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no `{key}` line in {lines:#?}"))
+}
+
+/// The running kernel's BTF with every type name beginning with `from`
+/// renamed (same length, so every offset and type id stays): the kernel
+/// as it would be without those tracepoints.
+fn btf_without(dir: &std::path::Path, from: &[&str]) -> std::path::PathBuf {
+    let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    for prefix in from {
+        let prefix = prefix.as_bytes();
+        let mut renamed = 0;
+        let mut at = 0;
+        while let Some(found) = btf[at..].windows(prefix.len()).position(|w| w == prefix) {
+            let start = at + found;
+            // `btf_trace_` -> `btf_tXace_`: no longer a tracepoint's typedef.
+            btf[start + 5] = b'X';
+            renamed += 1;
+            at = start + prefix.len();
+        }
+        assert!(renamed > 0, "the kernel's BTF names {prefix:?}");
+    }
+    let path = dir.join(format!("btf-without-{}", from.len()));
+    std::fs::write(&path, btf).unwrap();
+    path
+}
+
+#[test]
+fn a_kernel_without_btf_is_named_as_the_reason_with_its_fix() {
+    if !skip::is_root() {
+        skip::skip(
+            "a_kernel_without_btf_is_named_as_the_reason_with_its_fix",
+            "loading eBPF needs root",
+        );
+        return;
+    }
+    let dir = scratch_dir("no-btf");
+    let empty = dir.join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let lines = status_with_btf(&empty);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(field(&lines, "kernel"), "degraded");
+    assert_eq!(field(&lines, "release"), kernel_release());
+    assert_eq!(field(&lines, "step"), "read-btf");
+    assert_eq!(field(&lines, "cause"), "missing-btf");
+    assert!(
+        field(&lines, "error").contains("BTF too short: 0 bytes"),
+        "{lines:?}"
+    );
+    assert!(
+        field(&lines, "fix").contains("CONFIG_DEBUG_INFO_BTF=y"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        field(&lines, "calls"),
+        "1000 sum 500500",
+        "call sites still count"
+    );
+}
+
+#[test]
+fn a_kernel_without_io_uring_tracepoints_keeps_off_cpu_and_names_what_is_missing() {
+    if !skip::is_root() {
+        skip::skip(
+            "a_kernel_without_io_uring_tracepoints_keeps_off_cpu_and_names_what_is_missing",
+            "loading eBPF needs root",
+        );
+        return;
+    }
+    let dir = scratch_dir("no-io-uring-btf");
+    let without_io_uring = btf_without(&dir, &["btf_trace_io_uring_"]);
+    let without_any = btf_without(&dir, &["btf_trace_io_uring_", "btf_trace_sched_switch"]);
+    let lines = status_with_btf(&without_io_uring);
+    let degraded = status_with_btf(&without_any);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(field(&lines, "kernel"), "active", "{lines:#?}");
+    let attached: Vec<&str> = lines
+        .iter()
+        .filter(|(k, _)| k == "attached")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(attached.len(), 1, "{lines:#?}");
+    assert!(
+        attached[0].starts_with("tp_btf/sched_switch (fo_switch"),
+        "{attached:?}"
+    );
+    let unavailable: BTreeMap<&str, &str> = lines
+        .iter()
+        .filter(|(k, _)| k == "unavailable")
+        .map(|(_, v)| v.split_once(' ').unwrap())
+        .collect();
+    assert_eq!(
+        unavailable.keys().copied().collect::<Vec<_>>(),
+        [
+            "attributed_requests",
+            "cqe_overflows",
+            "failed_submissions",
+            "io_latency",
+            "punts",
+            "short_writes"
+        ],
+        "{lines:#?}"
+    );
+    assert!(
+        unavailable["attributed_requests"].contains("no io_uring submission tracepoint"),
+        "{unavailable:?}"
+    );
+    assert!(
+        unavailable["short_writes"].contains("io_uring/io_uring_short_write"),
+        "{unavailable:?}"
+    );
+
+    assert_eq!(field(&degraded, "kernel"), "degraded", "{degraded:#?}");
+    assert_eq!(field(&degraded, "step"), "choose-programs");
+    assert_eq!(field(&degraded, "cause"), "missing-tracepoint");
+    assert!(
+        field(&degraded, "error").contains("off_cpu: this kernel has no tracepoint sched_switch"),
+        "{degraded:#?}"
+    );
+    assert!(
+        field(&degraded, "fix").contains("CONFIG_IO_URING"),
+        "{degraded:#?}"
+    );
+    assert_eq!(field(&degraded, "calls"), "1000 sum 500500");
 }

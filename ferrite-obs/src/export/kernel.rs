@@ -15,106 +15,8 @@ use std::time::Duration;
 use metrics::{Label, Unit};
 
 use super::format::escape;
-use crate::kernel::{IoFigures, KernelCounters, KernelSnapshot, KernelStatus, OffCpuFigures};
+use crate::kernel::{IoFigures, KERNEL_COUNTERS, KernelSnapshot, KernelStatus, OffCpuFigures};
 use crate::schema;
-
-/// One kernel counter: its name (after `ferrite_kernel_`), help text and
-/// value. The one list every export is generated from.
-type CounterField = (&'static str, &'static str, fn(&KernelCounters) -> u64);
-
-const COUNTERS: [CounterField; 19] = [
-    (
-        "requests_submitted_total",
-        "io_uring requests the process submitted.",
-        |c| c.submitted,
-    ),
-    (
-        "requests_attributed_total",
-        "Submitted requests attributed to a command.",
-        |c| c.attributed,
-    ),
-    (
-        "requests_unattributed_total",
-        "Submitted requests attributed to no command (pushed outside commands or never tagged).",
-        |c| c.unattributed,
-    ),
-    (
-        "slot_mismatches_total",
-        "Submitted requests whose slot held another request's tag.",
-        |c| c.slot_mismatches,
-    ),
-    (
-        "stale_slots_total",
-        "Submitted requests whose slot had already been used.",
-        |c| c.stale_slots,
-    ),
-    (
-        "requests_completed_total",
-        "Completions of submitted requests.",
-        |c| c.completed,
-    ),
-    (
-        "requests_punted_total",
-        "Requests handed to an io-wq worker.",
-        |c| c.punted,
-    ),
-    (
-        "submissions_failed_total",
-        "Submissions the kernel failed.",
-        |c| c.failed,
-    ),
-    ("short_writes_total", "Short writes.", |c| c.short_writes),
-    (
-        "cqe_overflows_total",
-        "Completions that overflowed a CQ ring.",
-        |c| c.cqe_overflows,
-    ),
-    (
-        "events_dropped_total",
-        "Outlier records lost because the ring buffer was full.",
-        |c| c.events_dropped,
-    ),
-    (
-        "read_faults_total",
-        "Failed reads of the process's attribution tables.",
-        |c| c.read_faults,
-    ),
-    (
-        "inflight_full_total",
-        "Requests not tracked because the in-flight map refused them.",
-        |c| c.inflight_full,
-    ),
-    (
-        "stats_full_total",
-        "Completions or switches not aggregated because a map was full.",
-        |c| c.stats_full,
-    ),
-    (
-        "switch_outs_total",
-        "Switch-outs of threads inside a command's poll.",
-        |c| c.switch_outs,
-    ),
-    (
-        "switch_ins_total",
-        "Switch-outs matched by their switch-in.",
-        |c| c.switch_ins,
-    ),
-    (
-        "command_misses_total",
-        "Completions or switches of a command whose own figures were no longer kept.",
-        |c| c.command_misses,
-    ),
-    (
-        "threads_without_slot_table_total",
-        "Threads that tagged io_uring requests but found every slot table taken.",
-        |c| c.threads_without_slot_table,
-    ),
-    (
-        "program_runs_skipped_total",
-        "Runs of the kernel view's programs the kernel skipped (never nested on one CPU): their events are missing.",
-        |c| c.runs_skipped,
-    ),
-];
 
 /// Per (command, opcode) io counters: name, help, value.
 type IoField = (&'static str, &'static str, fn(&IoFigures) -> u64);
@@ -152,7 +54,7 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
     let Some(kernel) = kernel else {
         return;
     };
-    for (name, help, value) in COUNTERS {
+    for (name, help, value) in KERNEL_COUNTERS {
         let _ = writeln!(out, "# HELP ferrite_kernel_{name} {help}");
         let _ = writeln!(out, "# TYPE ferrite_kernel_{name} counter");
         let _ = writeln!(out, "ferrite_kernel_{name} {}", value(&kernel.counters));
@@ -262,7 +164,7 @@ pub(crate) fn document(kernel: &KernelSnapshot) -> schema::Kernel {
     let command = |c: Option<&'static str>| c.map(str::to_owned);
     let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     schema::Kernel {
-        counters: COUNTERS
+        counters: KERNEL_COUNTERS
             .iter()
             .map(|(name, _, value)| {
                 let key = name.strip_suffix("_total").unwrap_or(name);
@@ -325,11 +227,31 @@ pub(crate) fn status_document(status: &KernelStatus) -> schema::KernelStatus {
         KernelStatus::Unsupported { reason } => schema::KernelStatus::Unsupported {
             reason: reason.clone(),
         },
-        KernelStatus::Active { attached } => schema::KernelStatus::Active {
+        KernelStatus::Active {
+            kernel,
+            attached,
+            unavailable,
+        } => schema::KernelStatus::Active {
+            kernel: kernel.clone(),
             attached: attached.clone(),
+            unavailable: unavailable
+                .iter()
+                .map(|u| schema::Unavailable {
+                    figure: u.figure.to_string(),
+                    reason: u.reason.clone(),
+                })
+                .collect(),
         },
-        KernelStatus::Degraded { step, error, fix } => schema::KernelStatus::Degraded {
+        KernelStatus::Degraded {
+            kernel,
+            step,
+            cause,
+            error,
+            fix,
+        } => schema::KernelStatus::Degraded {
+            kernel: kernel.clone(),
             step: step.to_string(),
+            cause: cause.to_string(),
             error: error.clone(),
             fix: fix.clone(),
         },
@@ -343,7 +265,7 @@ fn facade_name(name: &str) -> String {
 
 /// Gives the installed `metrics` recorder the kernel counters' help text.
 pub(crate) fn describe() {
-    let counters = COUNTERS.iter().map(|(name, help, _)| (name, help));
+    let counters = KERNEL_COUNTERS.iter().map(|(name, help, _)| (name, help));
     let io = IO_COUNTERS.iter().map(|(name, help, _)| (name, help));
     for (name, help) in counters.chain(io) {
         metrics::describe_counter!(facade_name(name), Unit::Count, *help);
@@ -361,7 +283,7 @@ pub(crate) fn describe() {
 /// entry per (command, opcode) pair and per command the kernel view saw.
 #[derive(Default)]
 pub(crate) struct KernelHandles {
-    /// One per [`COUNTERS`] entry, once registered.
+    /// One per [`KERNEL_COUNTERS`] entry, once registered.
     counters: Vec<metrics::Counter>,
     /// One per [`IO_COUNTERS`] entry, by (command, opcode).
     io: HashMap<(Option<&'static str>, u32), Vec<metrics::Counter>>,
@@ -375,12 +297,12 @@ impl KernelHandles {
     /// are in `/metrics`.
     pub(crate) fn export(&mut self, kernel: &KernelSnapshot) {
         if self.counters.is_empty() {
-            self.counters = COUNTERS
+            self.counters = KERNEL_COUNTERS
                 .iter()
                 .map(|(name, _, _)| metrics::counter!(facade_name(name)))
                 .collect();
         }
-        for ((_, _, value), counter) in COUNTERS.iter().zip(&self.counters) {
+        for ((_, _, value), counter) in KERNEL_COUNTERS.iter().zip(&self.counters) {
             counter.absolute(value(&kernel.counters));
         }
         for io in &kernel.io {

@@ -1,70 +1,37 @@
-//! The kernel view on Linux: loads `ferrite-obs-bpf`'s programs with aya,
-//! attaches them, reads their maps at every rollup and detaches them at
-//! shutdown.
+//! The kernel view on Linux: chooses the programs of `ferrite-obs-bpf`
+//! that fit the running kernel, loads them with aya, attaches them, reads
+//! their maps at every rollup and detaches them at shutdown.
+//!
+//! The steps, each with its own failure (see `diagnose`): find tracefs, read
+//! the kernel's BTF, choose the program variants from its tracepoint
+//! prototypes (`variants`), create the maps, load and attach the chosen
+//! programs, map the shared arrays. Reading the maps is in `maps`.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::error::Error as StdError;
+#[path = "btf.rs"]
+mod btf;
+#[path = "diagnose.rs"]
+mod diagnose;
+#[path = "maps.rs"]
+mod maps;
+#[path = "variants.rs"]
+mod variants;
+
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{BtfTracePoint, TracePoint};
-use aya::{Btf, Ebpf, EbpfLoader};
-use ferrite_obs_bpf::{
-    Counter, Event, EventType, IoEntry, IoKey, IoStats, IoUsed, OffCpu, SLOTS, opcode_name,
-};
+use aya::{Btf, Ebpf, EbpfLoader, Endianness};
+use ferrite_obs_bpf::{IoEntry, IoKey, IoStats, IoUsed, OffCpu, SLOTS};
 
-use super::{
-    IoFigures, KernelCounters, KernelEvent, KernelEventKind, KernelSnapshot, KernelStatus,
-    LoadStep, OffCpuFigures, RECENT_EVENTS,
-};
+use self::diagnose::{Failure, failure};
+use self::variants::{Choice, Hook};
+use super::{FailureCause, KernelEvent, KernelSnapshot, KernelStatus, LoadStep};
 use crate::config::Config;
-
-/// Where a program attaches.
-#[derive(Clone, Copy)]
-enum Hook {
-    /// A BTF tracepoint (`tp_btf`): the kernel's own arguments, no record
-    /// formatted; for the programs that run on every request or switch.
-    Btf(&'static str),
-    /// A classic tracepoint (category, name), reading the formatted record.
-    Classic(&'static str, &'static str),
-}
-
-impl Hook {
-    fn describe(self) -> String {
-        match self {
-            Hook::Btf(name) => format!("tp_btf/{name}"),
-            Hook::Classic(category, name) => format!("{category}/{name}"),
-        }
-    }
-}
-
-/// Every program and where it attaches.
-const PROGRAMS: [(&str, Hook); 7] = [
-    ("fo_submit", Hook::Btf("io_uring_submit_req")),
-    ("fo_complete", Hook::Btf("io_uring_complete")),
-    ("fo_switch", Hook::Btf("sched_switch")),
-    (
-        "fo_punt",
-        Hook::Classic("io_uring", "io_uring_queue_async_work"),
-    ),
-    (
-        "fo_failed",
-        Hook::Classic("io_uring", "io_uring_req_failed"),
-    ),
-    (
-        "fo_short_write",
-        Hook::Classic("io_uring", "io_uring_short_write"),
-    ),
-    (
-        "fo_cqe_overflow",
-        Hook::Classic("io_uring", "io_uring_cqe_overflow"),
-    ),
-];
 
 /// An attached program's link, detached at unload.
 enum Link {
@@ -73,6 +40,14 @@ enum Link {
 }
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Where the kernel publishes its BTF.
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// A file read instead of the kernel's BTF when set: for tests of how the
+/// view degrades on a kernel without BTF or without some tracepoint. Read
+/// here only; not a setting.
+const TEST_BTF_VARIABLE: &str = "FERRITE_OBS_TEST_BTF";
 
 /// The kernel view of this process: loaded, or why not.
 #[derive(Debug)]
@@ -105,13 +80,6 @@ impl std::fmt::Debug for Loaded {
     }
 }
 
-/// A failed step: what it was, what was said, and what fixes it.
-struct Failure {
-    step: LoadStep,
-    error: String,
-    fix: String,
-}
-
 impl Kernel {
     /// Loads and attaches the programs for this process, as `config` says.
     /// Never fails: a failure is the returned view's status.
@@ -122,15 +90,29 @@ impl Kernel {
                 loaded: None,
             };
         }
+        let kernel = diagnose::release();
         match load(config) {
-            Ok(loaded) => Kernel {
+            Ok((loaded, plan)) => Kernel {
                 status: KernelStatus::Active {
-                    attached: PROGRAMS.iter().map(|(_, hook)| hook.describe()).collect(),
+                    kernel,
+                    attached: plan.programs.iter().map(|c| c.describe()).collect(),
+                    unavailable: plan.unavailable,
                 },
                 loaded: Some(loaded),
             },
-            Err(Failure { step, error, fix }) => Kernel {
-                status: KernelStatus::Degraded { step, error, fix },
+            Err(Failure {
+                step,
+                cause,
+                error,
+                fix,
+            }) => Kernel {
+                status: KernelStatus::Degraded {
+                    kernel,
+                    step,
+                    cause,
+                    error,
+                    fix,
+                },
                 loaded: None,
             },
         }
@@ -191,8 +173,38 @@ impl Drop for Kernel {
     }
 }
 
-fn load(config: &Config) -> Result<Loaded, Failure> {
+/// The kernel's BTF (or the test's stand-in), parsed by aya for CO-RE and
+/// the attach points, and its tracepoints' prototypes.
+fn read_btf() -> Result<(Btf, btf::Tracepoints), Failure> {
+    let path = std::env::var(TEST_BTF_VARIABLE).unwrap_or_else(|_| KERNEL_BTF.to_owned());
+    let data = std::fs::read(&path).map_err(|e| diagnose::missing_btf(&path, &e))?;
+    let tracepoints =
+        btf::Tracepoints::parse(&data).map_err(|e| diagnose::missing_btf(&path, &e))?;
+    let btf =
+        Btf::parse(&data, Endianness::default()).map_err(|e| diagnose::missing_btf(&path, &e))?;
+    Ok((btf, tracepoints))
+}
+
+fn load(config: &Config) -> Result<(Loaded, variants::Plan), Failure> {
     ensure_tracefs()?;
+    let (btf, tracepoints) = read_btf()?;
+    let plan = variants::choose(&tracepoints);
+    if plan
+        .programs
+        .iter()
+        .all(|c| matches!(c.hook, Hook::Classic(..)))
+    {
+        // Without the submission, completion and scheduler programs there
+        // is no figure worth loading for.
+        let mut reasons: Vec<String> = plan
+            .unavailable
+            .iter()
+            .map(|u| format!("{}: {}", u.figure, u.reason))
+            .collect();
+        reasons.dedup();
+        return Err(diagnose::nothing_fits(&reasons));
+    }
+
     let tgid = std::process::id();
     let slow_io_ns = u64::try_from(config.slow_threshold.as_nanos()).unwrap_or(u64::MAX);
     let block_ns = u64::try_from(config.ebpf.blocking_threshold.as_nanos()).unwrap_or(u64::MAX);
@@ -204,6 +216,7 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     let inflight_mask = table_entries - 1;
     let overflow_entries = (table_entries / 4).max(1024);
     let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
         .override_global("target_tgid", &tgid, true)
         .override_global("generation", &generation, true)
         .override_global("slow_io_ns", &slow_io_ns, true)
@@ -218,22 +231,15 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         .load(ferrite_obs_bpf::object())
         .map_err(|e| failure(LoadStep::CreateMaps, &e))?;
 
-    let btf = Btf::from_sys_fs().map_err(|e| Failure {
-        step: LoadStep::LoadProgram,
-        error: format!("reading the kernel's BTF: {e}"),
-        fix: "the kernel view needs a kernel built with BTF (CONFIG_DEBUG_INFO_BTF=y, \
-              /sys/kernel/btf/vmlinux)"
-            .to_owned(),
-    })?;
-    for (program, hook) in PROGRAMS {
+    for Choice { program, hook } in plan.programs.iter().copied() {
         let loaded = match hook {
             Hook::Btf(name) => program_mut::<BtfTracePoint>(&mut ebpf, program)?.load(name, &btf),
             Hook::Classic(..) => program_mut::<TracePoint>(&mut ebpf, program)?.load(),
         };
-        loaded.map_err(|e| failure(LoadStep::LoadProgram, &e))?;
+        loaded.map_err(|e| diagnose::load_failure(program, &e))?;
     }
-    let mut links = Vec::with_capacity(PROGRAMS.len());
-    for (program, hook) in PROGRAMS {
+    let mut links = Vec::with_capacity(plan.programs.len());
+    for Choice { program, hook } in plan.programs.iter().copied() {
         let link = match hook {
             Hook::Btf(_) => program_mut::<BtfTracePoint>(&mut ebpf, program)?
                 .attach()
@@ -242,7 +248,16 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
                 .attach(category, name)
                 .map(Link::Classic),
         };
-        links.push((program, link.map_err(|e| failure(LoadStep::Attach, &e))?));
+        let link = link.map_err(|e| {
+            let mut failure = failure(LoadStep::Attach, &e);
+            failure.error = format!(
+                "program {program} to {}: {}",
+                hook.describe(),
+                failure.error
+            );
+            failure
+        })?;
+        links.push((program, link));
     }
 
     let commands = take(&mut ebpf, "commands")?;
@@ -263,14 +278,14 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
         events: map(&mut ebpf, "events")?,
         ebpf,
         links,
-        recent: VecDeque::with_capacity(RECENT_EVENTS),
+        recent: VecDeque::with_capacity(super::RECENT_EVENTS),
         events_received: 0,
         events_malformed: 0,
     };
     drop(threads_map);
     // The last steps that can fail: mapping the arrays the host shares.
     super::commands::install(commands.fd().as_fd(), generation)
-        .map_err(|e| mapping_failure("the `commands` array", &e))?;
+        .map_err(|e| diagnose::mapping_failure("the `commands` array", &e))?;
     let tables = config.ebpf.slot_tables;
     let installed = super::threads::install(
         threads_fd,
@@ -281,40 +296,22 @@ fn load(config: &Config) -> Result<Loaded, Failure> {
     );
     if let Err(e) = installed {
         super::commands::retire(generation);
-        return Err(mapping_failure(
+        return Err(diagnose::mapping_failure(
             "the `slots` and `registrations` arrays",
             &e,
         ));
     }
-    Ok(loaded)
-}
-
-/// A step failed because the embedded object is not what this runtime
-/// expects.
-fn object_mismatch(step: LoadStep, error: String) -> Failure {
-    Failure {
-        step,
-        error,
-        fix: "rebuild ferrite-obs-bpf: the object and this runtime disagree".to_owned(),
-    }
+    Ok((loaded, plan))
 }
 
 /// Map `name` as the array it is declared as.
 fn array<'a>(map: &'a aya::maps::Map, name: &str) -> Result<&'a MapData, Failure> {
     match map {
         aya::maps::Map::Array(data) => Ok(data),
-        _ => Err(object_mismatch(
+        _ => Err(diagnose::object_mismatch(
             LoadStep::CreateMaps,
             format!("map `{name}` is not an array"),
         )),
-    }
-}
-
-fn mapping_failure(what: &str, error: &io::Error) -> Failure {
-    Failure {
-        step: LoadStep::CreateMaps,
-        error: format!("mapping {what} into memory: {error}"),
-        fix: "the kernel view needs BPF_F_MMAPABLE arrays (Linux 5.5 or later)".to_owned(),
     }
 }
 
@@ -326,7 +323,7 @@ where
     ebpf.program_mut(program)
         .and_then(|p| <&mut P>::try_from(p).ok())
         .ok_or_else(|| {
-            object_mismatch(
+            diagnose::object_mismatch(
                 LoadStep::LoadProgram,
                 format!(
                     "the embedded object has no program `{program}` of type {}",
@@ -338,7 +335,7 @@ where
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, Failure> {
     ebpf.take_map(name).ok_or_else(|| {
-        object_mismatch(
+        diagnose::object_mismatch(
             LoadStep::CreateMaps,
             format!("the embedded object has no map `{name}`"),
         )
@@ -355,7 +352,7 @@ where
 /// A descriptor of the `threads` map of its own, for thread registration.
 fn duplicate(map: &aya::maps::Map) -> Result<OwnedFd, Failure> {
     let aya::maps::Map::HashMap(data) = map else {
-        return Err(object_mismatch(
+        return Err(diagnose::object_mismatch(
             LoadStep::CreateMaps,
             "map `threads` is not a hash".to_owned(),
         ));
@@ -378,6 +375,7 @@ fn ensure_tracefs() -> Result<(), Failure> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Failure {
                 step: LoadStep::Tracefs,
+                cause: FailureCause::MissingTracefs,
                 error: format!("{TRACEFS} does not exist"),
                 fix: "the kernel needs CONFIG_TRACING (tracefs) for tracepoints".to_owned(),
             });
@@ -401,6 +399,7 @@ fn ensure_tracefs() -> Result<(), Failure> {
     }
     Err(Failure {
         step: LoadStep::Tracefs,
+        cause: FailureCause::MissingTracefs,
         error: format!(
             "tracefs is not mounted at {TRACEFS} and mounting it failed: {}",
             io::Error::last_os_error()
@@ -409,315 +408,4 @@ fn ensure_tracefs() -> Result<(), Failure> {
             "mount it (`mount -t tracefs tracefs {TRACEFS}`), or give the server CAP_SYS_ADMIN to mount it itself"
         ),
     })
-}
-
-/// A load error's message, at most about 2,000 bytes: the verifier log can
-/// run to thousands of lines, so keep its start (the failed call) and its
-/// end, where the verifier says what it rejected.
-fn abridge(message: String) -> String {
-    const HEAD: usize = 400;
-    const TAIL: usize = 1600;
-    if message.len() <= HEAD + TAIL {
-        return message;
-    }
-    let mut head = HEAD;
-    while !message.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = message.len() - TAIL;
-    while !message.is_char_boundary(tail) {
-        tail += 1;
-    }
-    format!("{} ... {}", &message[..head], &message[tail..])
-}
-
-/// A failed step, with the fix that the error and the process's
-/// capabilities point to.
-fn failure(step: LoadStep, error: &(dyn StdError + 'static)) -> Failure {
-    let mut message = error.to_string();
-    let mut errno = None;
-    let mut source = error.source();
-    let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            errno = errno.or(io.raw_os_error());
-        }
-        cause = e.source();
-    }
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = e.source();
-    }
-    let message = abridge(message);
-    let missing = missing_capabilities();
-    let grant = if missing.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; this process lacks {}: run as root, or grant them (`setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep BINARY`, or AmbientCapabilities= in a systemd unit)",
-            missing.join(", ")
-        )
-    };
-    let permission = matches!(errno, Some(libc::EPERM | libc::EACCES));
-    let fix = match step {
-        LoadStep::CreateMaps if permission => {
-            format!("creating BPF maps needs CAP_BPF (kernel.unprivileged_bpf_disabled forbids it otherwise){grant}")
-        }
-        LoadStep::LoadProgram if permission => {
-            format!("loading tracing programs needs CAP_PERFMON and CAP_BPF{grant}")
-        }
-        LoadStep::Attach if permission || message.contains("tracefs") => {
-            format!("attaching to tracepoints needs read access to tracefs ({TRACEFS}): CAP_DAC_READ_SEARCH{grant}")
-        }
-        LoadStep::Attach if errno == Some(libc::ENOENT) => {
-            "this kernel lacks one of the tracepoints (io_uring tracepoints need Linux 5.5 or later, built with CONFIG_IO_URING)".to_owned()
-        }
-        LoadStep::CreateMaps | LoadStep::LoadProgram => format!(
-            "the kernel rejected the programs: they need Linux 5.8 or later with BTF (/sys/kernel/btf/vmlinux) and ring buffers, and io_uring tracepoints with the arguments they read (io_uring_complete passing its CQE, as Linux 6.18 does){grant}"
-        ),
-        _ => format!("see the error{grant}"),
-    };
-    Failure {
-        step,
-        error: message,
-        fix,
-    }
-}
-
-/// The capabilities the kernel view needs that this process lacks.
-fn missing_capabilities() -> Vec<&'static str> {
-    const NEEDED: [(u32, &str); 3] = [
-        (39, "CAP_BPF"),
-        (38, "CAP_PERFMON"),
-        (2, "CAP_DAC_READ_SEARCH"),
-    ];
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return Vec::new();
-    };
-    let Some(effective) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-    else {
-        return Vec::new();
-    };
-    NEEDED
-        .iter()
-        .filter(|(bit, _)| effective & (1 << bit) == 0)
-        .map(|(_, name)| *name)
-        .collect()
-}
-
-impl Loaded {
-    /// Runs of the programs the kernel skipped: a program never runs nested
-    /// on one CPU, so a tracepoint that fires while it runs there (a
-    /// completion in an interrupt during a submission, say) goes unseen.
-    fn runs_skipped(&self) -> u64 {
-        PROGRAMS
-            .iter()
-            .filter_map(|(name, _)| self.ebpf.program(name)?.fd().ok())
-            .map(|fd| recursion_misses(fd.as_fd()))
-            .fold(0, u64::wrapping_add)
-    }
-
-    fn counters(&self) -> KernelCounters {
-        let sum = |counter: Counter| -> u64 {
-            self.counters
-                .get(&(counter as u32), 0)
-                .map(|values| values.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
-                .unwrap_or(0)
-        };
-        KernelCounters {
-            submitted: sum(Counter::Submitted),
-            attributed: sum(Counter::Attributed),
-            unattributed: sum(Counter::Unattributed),
-            slot_mismatches: sum(Counter::SlotMismatch),
-            stale_slots: sum(Counter::StaleSlots),
-            completed: sum(Counter::Completed),
-            punted: sum(Counter::Punted),
-            failed: sum(Counter::Failed),
-            short_writes: sum(Counter::ShortWrites),
-            cqe_overflows: sum(Counter::CqeOverflows),
-            events_dropped: sum(Counter::EventsDropped),
-            read_faults: sum(Counter::ReadFaults),
-            inflight_full: sum(Counter::InflightFull),
-            stats_full: sum(Counter::StatsFull),
-            switch_outs: sum(Counter::SwitchOuts),
-            switch_ins: sum(Counter::SwitchIns),
-            command_misses: sum(Counter::CommandMisses),
-            threads_without_slot_table: super::threads::refused(),
-            runs_skipped: self.runs_skipped(),
-        }
-    }
-
-    /// Every key's io figures, summed over the CPUs: the `io_table` entries
-    /// claimed on some CPU (each CPU's copy holds the key that claimed it
-    /// there) and the `io_stats` hash behind them.
-    fn io_totals(&self) -> BTreeMap<IoKey, IoStats> {
-        let mut totals: BTreeMap<IoKey, IoStats> = BTreeMap::new();
-        // Unreadable bits: look at every entry rather than miss some.
-        let used = self.io_used.get(&0, 0).unwrap_or_else(|_| IoUsed::all());
-        for index in used.entries() {
-            let Ok(per_cpu) = self.io_table.get(&index, 0) else {
-                continue;
-            };
-            for entry in per_cpu.iter() {
-                if let Some(key) = entry.key() {
-                    totals.entry(key).or_default().add(&entry.stats);
-                }
-            }
-        }
-        for (key, total) in fold(&self.io_stats, IoStats::add) {
-            totals.entry(key).or_default().add(&total);
-        }
-        totals
-    }
-
-    fn io(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<IoFigures> {
-        let mut io: Vec<IoFigures> = self
-            .io_totals()
-            .into_iter()
-            .map(|(key, total)| IoFigures {
-                command: if key.kind == 0 { None } else { name(key.kind) },
-                opcode: key.opcode,
-                opcode_name: opcode_label(key.opcode),
-                ops: total.ops,
-                errors: total.errors,
-                bytes: total.bytes,
-                punts: total.punts,
-                latency_sum: Duration::from_nanos(total.latency_ns),
-                buckets: total.buckets.to_vec(),
-            })
-            .collect();
-        io.sort_by(|a, b| (a.command, a.opcode).cmp(&(b.command, b.opcode)));
-        io
-    }
-
-    fn off_cpu(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<OffCpuFigures> {
-        let mut off: Vec<OffCpuFigures> = fold(&self.offcpu, OffCpu::add)
-            .map(|(kind, total)| OffCpuFigures {
-                command: name(kind),
-                blocked: Duration::from_nanos(total.blocked_ns),
-                preempted: Duration::from_nanos(total.preempted_ns),
-                switches: total.switches,
-                long_blocks: total.long_blocks,
-            })
-            .collect();
-        off.sort_by(|a, b| a.command.cmp(&b.command));
-        off
-    }
-
-    /// Reads every waiting outlier record, keeping the latest.
-    fn drain_events(&mut self, name: &dyn Fn(u32) -> Option<&'static str>) {
-        while let Some(record) = self.events.next() {
-            self.events_received += 1;
-            let Ok(event) = Event::decode(&record) else {
-                self.events_malformed += 1;
-                continue;
-            };
-            let raw = event.raw;
-            let kind = match event.what {
-                EventType::SlowIo => KernelEventKind::SlowIo,
-                EventType::FailedIo => KernelEventKind::FailedIo,
-                EventType::BlockedPoll => KernelEventKind::BlockedPoll,
-            };
-            let is_io = kind != KernelEventKind::BlockedPoll;
-            if self.recent.len() == RECENT_EVENTS {
-                self.recent.pop_back();
-            }
-            self.recent.push_front(KernelEvent {
-                kind,
-                tid: raw.tid,
-                command_id: raw.command,
-                command: if raw.kind == 0 { None } else { name(raw.kind) },
-                duration: Duration::from_nanos(raw.duration_ns),
-                opcode: is_io.then(|| opcode_label(raw.opcode)),
-                result: is_io.then_some(raw.res),
-            });
-        }
-    }
-}
-
-/// Every entry of a per-CPU map, its CPUs' values added up with `add`.
-fn fold<'a, K: aya::Pod, V: aya::Pod + Default>(
-    map: &'a PerCpuHashMap<MapData, K, V>,
-    add: fn(&mut V, &V),
-) -> impl Iterator<Item = (K, V)> + 'a {
-    map.iter()
-        .filter_map(Result::ok)
-        .map(move |(key, per_cpu)| {
-            let mut total = V::default();
-            for cpu in per_cpu.iter() {
-                add(&mut total, cpu);
-            }
-            (key, total)
-        })
-}
-
-/// The kernel's count of skipped runs of the program behind `program`
-/// (`bpf_prog_info.recursion_misses`, Linux 5.12 and later; 0 before, or
-/// when the kernel does not say).
-fn recursion_misses(program: BorrowedFd<'_>) -> u64 {
-    /// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // SAFETY: all-zero is a valid `bpf_prog_info` (integers and null
-    // pointers): the kernel fills what it knows and reads no pointer left 0.
-    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let attr = InfoAttr {
-        bpf_fd: program.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: std::ptr::from_mut(&mut info) as u64,
-    };
-    // SAFETY: `attr` is a valid bpf_attr prefix for the command, pointing
-    // at `info`, whose size it gives; both outlive the call.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            std::ptr::from_ref(&attr),
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if result == 0 {
-        info.recursion_misses
-    } else {
-        0
-    }
-}
-
-/// An opcode's name, or `op<N>` for one newer than the table.
-fn opcode_label(opcode: u32) -> String {
-    opcode_name(opcode).map_or_else(|| format!("op{opcode}"), str::to_owned)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::abridge;
-
-    #[test]
-    fn a_long_verifier_log_keeps_its_call_and_its_verdict() {
-        let log: String = (0..500).map(|i| format!("{i}: (b7) r1 = 0\n")).collect();
-        let message = format!(
-            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier output: {log}R1 pointer arithmetic with >>= operator prohibited\nprocessed 86 insns"
-        );
-        let short = abridge(message.clone());
-        assert!(short.len() < 2_100, "{}", short.len());
-        assert!(short.starts_with("the BPF_PROG_LOAD syscall returned Permission denied"));
-        assert!(short.contains("R1 pointer arithmetic with >>= operator prohibited"));
-        assert!(short.contains(" ... "));
-        assert_eq!(abridge("short".to_owned()), "short");
-        // Multi-byte characters at either cut are kept whole.
-        let wide = "é".repeat(1_500);
-        assert!(abridge(wide).chars().all(|c| c == 'é' || " .".contains(c)));
-    }
 }

@@ -76,15 +76,26 @@ pub enum KernelStatus {
         /// Why, and what build would have it.
         reason: String,
     },
-    /// Every program is loaded and attached.
+    /// The programs this kernel can run are loaded and attached.
     Active {
-        /// The attached programs, as `category/tracepoint`.
+        /// The kernel release the programs were chosen for (`uname -r`).
+        kernel: String,
+        /// The attached programs, each as `hook (program)`: the tracepoint
+        /// (`tp_btf/name` or `category/name`) and the variant chosen for
+        /// this kernel's layout of its arguments.
         attached: Vec<String>,
+        /// The figures this kernel cannot give, and why: they are absent
+        /// from the snapshot, never reported as zero.
+        unavailable: Vec<UnavailableFigure>,
     },
     /// A load step failed: there is no kernel view, everything else works.
     Degraded {
+        /// The kernel release the load was tried on (`uname -r`).
+        kernel: String,
         /// The step that failed.
         step: LoadStep,
+        /// What kind of failure it was, which decides the fix.
+        cause: FailureCause,
         /// What the kernel or the system said.
         error: String,
         /// What would make it work.
@@ -104,19 +115,43 @@ impl std::fmt::Display for KernelStatus {
         match self {
             KernelStatus::Off => f.write_str("off"),
             KernelStatus::Unsupported { reason } => write!(f, "unsupported: {reason}"),
-            KernelStatus::Active { attached } => write!(f, "active: {}", attached.join(", ")),
-            KernelStatus::Degraded { step, error, fix } => {
-                write!(f, "degraded: {step} failed: {error}; fix: {fix}")
+            KernelStatus::Active {
+                kernel,
+                attached,
+                unavailable,
+            } => {
+                write!(f, "active: {} (Linux {kernel})", attached.join(", "))?;
+                for missing in unavailable {
+                    write!(f, "; {} unavailable: {}", missing.figure, missing.reason)?;
+                }
+                Ok(())
             }
+            KernelStatus::Degraded {
+                kernel,
+                step,
+                cause,
+                error,
+                fix,
+            } => write!(
+                f,
+                "degraded: {step} failed ({cause}, Linux {kernel}): {error}; fix: {fix}"
+            ),
         }
     }
 }
 
 /// The steps of loading the kernel view, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LoadStep {
     /// Finding (or mounting) tracefs, where tracepoints are named.
     Tracefs,
+    /// Reading the kernel's BTF (`/sys/kernel/btf/vmlinux`): its types
+    /// and its tracepoints' arguments.
+    ReadBtf,
+    /// Choosing, from the BTF, the program variants that fit the kernel's
+    /// tracepoints.
+    ChoosePrograms,
     /// Parsing the object and creating its maps.
     CreateMaps,
     /// Loading a program (the verifier runs here).
@@ -130,6 +165,8 @@ impl LoadStep {
     pub fn as_str(self) -> &'static str {
         match self {
             LoadStep::Tracefs => "tracefs",
+            LoadStep::ReadBtf => "read-btf",
+            LoadStep::ChoosePrograms => "choose-programs",
             LoadStep::CreateMaps => "create-maps",
             LoadStep::LoadProgram => "load-program",
             LoadStep::Attach => "attach",
@@ -141,6 +178,103 @@ impl std::fmt::Display for LoadStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Why a load step failed: each cause has its own fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureCause {
+    /// The process lacks a capability (CAP_BPF, CAP_PERFMON,
+    /// CAP_DAC_READ_SEARCH) or a sysctl forbids the call.
+    MissingCapability,
+    /// The kernel's verifier rejected a program (its log is in the
+    /// error): a defect of ferrite-obs on this kernel, not a permission.
+    VerifierRejected,
+    /// The kernel has no tracepoint a figure needs, or passes it
+    /// arguments no program variant reads.
+    MissingTracepoint,
+    /// The kernel has no BTF (`/sys/kernel/btf/vmlinux`), or it is
+    /// unreadable.
+    MissingBtf,
+    /// tracefs is neither mounted nor mountable.
+    MissingTracefs,
+    /// Anything else: the error says what.
+    Other,
+}
+
+impl FailureCause {
+    /// The cause's name, as status reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::MissingCapability => "missing-capability",
+            FailureCause::VerifierRejected => "verifier-rejected",
+            FailureCause::MissingTracepoint => "missing-tracepoint",
+            FailureCause::MissingBtf => "missing-btf",
+            FailureCause::MissingTracefs => "missing-tracefs",
+            FailureCause::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A figure of the kernel view, as status names the ones a kernel cannot
+/// give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum KernelFigure {
+    /// io_uring requests attributed to commands (submitted, completed,
+    /// attributed counts, and ops, errors and bytes per command and opcode).
+    AttributedRequests,
+    /// io_uring latency histograms per command and opcode.
+    IoLatency,
+    /// Requests handed to io-wq workers.
+    Punts,
+    /// Submissions the kernel failed.
+    FailedSubmissions,
+    /// Short writes.
+    ShortWrites,
+    /// Completions that overflowed a CQ ring.
+    CqeOverflows,
+    /// Off-CPU time per command, blocked and preempted.
+    OffCpu,
+    /// Polls that blocked their thread longer than the blocking threshold.
+    BlockingPolls,
+}
+
+impl KernelFigure {
+    /// The figure's name, as status reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelFigure::AttributedRequests => "attributed_requests",
+            KernelFigure::IoLatency => "io_latency",
+            KernelFigure::Punts => "punts",
+            KernelFigure::FailedSubmissions => "failed_submissions",
+            KernelFigure::ShortWrites => "short_writes",
+            KernelFigure::CqeOverflows => "cqe_overflows",
+            KernelFigure::OffCpu => "off_cpu",
+            KernelFigure::BlockingPolls => "blocking_polls",
+        }
+    }
+}
+
+impl std::fmt::Display for KernelFigure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A figure this kernel cannot give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnavailableFigure {
+    /// The figure.
+    pub figure: KernelFigure,
+    /// What the kernel lacks for it, and what kernel has it.
+    pub reason: String,
 }
 
 /// Everything the kernel view has measured since it was loaded (monotonic
@@ -166,54 +300,88 @@ pub struct KernelSnapshot {
 /// How many outlier records a snapshot keeps.
 pub const RECENT_EVENTS: usize = 64;
 
-/// The kernel's counters, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
+macro_rules! kernel_counters {
+    ($($(#[doc = $doc:literal])* $field:ident: $family:literal, $help:literal;)*) => {
+        /// The kernel's counters, summed over CPUs.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct KernelCounters {
+            $($(#[doc = $doc])* pub $field: u64,)*
+        }
+
+        /// Every kernel counter, declared once: its family after
+        /// `ferrite_kernel_` (in `/snapshot`, its key without `_total`), its
+        /// help text, and its value. Every export is made from this list.
+        #[cfg(feature = "runtime")]
+        pub(crate) const KERNEL_COUNTERS: &[(&str, &str, fn(&KernelCounters) -> u64)] =
+            &[$(($family, $help, |c| c.$field),)*];
+    };
+}
+
+kernel_counters! {
     /// io_uring requests the process submitted.
-    pub submitted: u64,
+    submitted: "requests_submitted_total",
+        "io_uring requests the process submitted.";
     /// ... attributed to a command.
-    pub attributed: u64,
+    attributed: "requests_attributed_total",
+        "Submitted requests attributed to a command.";
     /// ... attributed to none (pushed outside commands, or never tagged).
-    pub unattributed: u64,
+    unattributed: "requests_unattributed_total",
+        "Submitted requests attributed to no command (pushed outside commands or never tagged).";
     /// ... whose slot held another request's tag (a table collision).
-    pub slot_mismatches: u64,
+    slot_mismatches: "slot_mismatches_total",
+        "Submitted requests whose slot held another request's tag.";
     /// ... whose slot had already been used (the SQE was never tagged).
-    pub stale_slots: u64,
+    stale_slots: "stale_slots_total",
+        "Submitted requests whose slot had already been used.";
     /// Completions of those requests.
-    pub completed: u64,
+    completed: "requests_completed_total",
+        "Completions of submitted requests.";
     /// Requests handed to an io-wq worker.
-    pub punted: u64,
+    punted: "requests_punted_total",
+        "Requests handed to an io-wq worker.";
     /// Submissions the kernel failed.
-    pub failed: u64,
+    failed: "submissions_failed_total",
+        "Submissions the kernel failed.";
     /// Short writes.
-    pub short_writes: u64,
+    short_writes: "short_writes_total",
+        "Short writes.";
     /// Completions that overflowed a CQ ring.
-    pub cqe_overflows: u64,
+    cqe_overflows: "cqe_overflows_total",
+        "Completions that overflowed a CQ ring.";
     /// Outlier records lost because the ring buffer was full.
-    pub events_dropped: u64,
+    events_dropped: "events_dropped_total",
+        "Outlier records lost because the ring buffer was full.";
     /// Failed reads of the process's tables (one per exiting thread is
     /// expected).
-    pub read_faults: u64,
+    read_faults: "read_faults_total",
+        "Failed reads of the process's attribution tables.";
     /// Requests not tracked because the in-flight map refused them.
-    pub inflight_full: u64,
+    inflight_full: "inflight_full_total",
+        "Requests not tracked because the in-flight map refused them.";
     /// Completions or switches not aggregated because a map was full.
-    pub stats_full: u64,
+    stats_full: "stats_full_total",
+        "Completions or switches not aggregated because a map was full.";
     /// Switch-outs of threads inside a command's poll.
-    pub switch_outs: u64,
+    switch_outs: "switch_outs_total",
+        "Switch-outs of threads inside a command's poll.";
     /// ... matched by their switch-in.
-    pub switch_ins: u64,
+    switch_ins: "switch_ins_total",
+        "Switch-outs matched by their switch-in.";
     /// Completions or switches of a command whose figures were no longer
     /// kept (65,536 newer commands had begun since it did, or it began
     /// before the kernel view loaded): counted in the per-command-name
     /// figures, missing from that command's slow-log breakdown.
-    pub command_misses: u64,
+    command_misses: "command_misses_total",
+        "Completions or switches of a command whose own figures were no longer kept.";
     /// Threads that tagged io_uring requests but found every slot table
     /// taken (`ebpf.slot_tables`): their requests count as unattributed.
-    pub threads_without_slot_table: u64,
+    threads_without_slot_table: "threads_without_slot_table_total",
+        "Threads that tagged io_uring requests but found every slot table taken.";
     /// Runs of the programs the kernel skipped (a program never runs
     /// nested on one CPU): the events they would have seen are missing
     /// from every figure here.
-    pub runs_skipped: u64,
+    runs_skipped: "program_runs_skipped_total",
+        "Runs of the kernel view's programs the kernel skipped (never nested on one CPU): their events are missing.";
 }
 
 /// Completed io_uring requests of one command and opcode.

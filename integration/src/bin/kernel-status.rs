@@ -1,6 +1,10 @@
 //! Starts ferrite-obs with the kernel view on, makes known `#[probe]` calls
-//! and prints what it got, one `key value` per line: `kernel STATUS`, `step
-//! STEP`, `fix FIX`, `calls N`. The unprivileged test runs it as `nobody`.
+//! and prints what it got, one `key value` per line: `kernel STATE`,
+//! `release RELEASE`; when active an `attached HOOK (PROGRAM)` line per
+//! program and an `unavailable FIGURE REASON` line per figure the kernel
+//! cannot give; when degraded `step STEP`, `cause CAUSE`, `error ERROR`,
+//! `fix FIX`; then `calls N sum S`. The kernel tests run it as `nobody` and
+//! with a stand-in BTF; the kernel matrix runs it in each booted kernel.
 
 use ferrite_obs::kernel::KernelStatus;
 use ferrite_obs::{Config, probe};
@@ -26,9 +30,31 @@ fn main() {
     };
     let status = handle.status();
     match &status.kernel {
-        KernelStatus::Degraded { step, error, fix } => {
+        KernelStatus::Active {
+            kernel,
+            attached,
+            unavailable,
+        } => {
+            println!("kernel active");
+            println!("release {kernel}");
+            for program in attached {
+                println!("attached {program}");
+            }
+            for missing in unavailable {
+                println!("unavailable {} {}", missing.figure, missing.reason);
+            }
+        }
+        KernelStatus::Degraded {
+            kernel,
+            step,
+            cause,
+            error,
+            fix,
+        } => {
             println!("kernel degraded");
+            println!("release {kernel}");
             println!("step {step}");
+            println!("cause {cause}");
             println!("error {error}");
             println!("fix {fix}");
         }
