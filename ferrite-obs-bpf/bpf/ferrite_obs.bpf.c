@@ -381,15 +381,36 @@ static __always_inline __u64 address_of(const void *pointer)
 	return address;
 }
 
-/* Command `command`'s entry of `commands`, or NULL (counted) when the
- * entry has been handed to a later command, or was never written for this
- * one (a command that began before this load). */
-static __always_inline struct fo_command *command_of(__u64 command)
+/* Command `command`'s entry of `commands`, or NULL for a command without
+ * one (index 0). Whether the entry is still the command's is decided by
+ * charge(), atomically with the addition. */
+static __always_inline struct fo_command *command_entry(__u64 command)
 {
 	__u32 index = (__u32)command & (FO_COMMAND_SLOTS - 1);
-	struct fo_command *figures = bpf_map_lookup_elem(&commands, &index);
-	if (figures && figures->command == command)
-		return figures;
+	if (!index)
+		return 0;
+	return bpf_map_lookup_elem(&commands, &index);
+}
+
+/* Attempts of charge() before it gives up on a word other CPUs keep
+ * changing (each failed attempt is another CPU's successful one). */
+#define FO_CHARGE_ATTEMPTS 8
+
+/* Adds `delta` to the figure `word` of a command whose tag is `tag`, if the
+ * word still carries that tag (see struct fo_command): returns 1, or 0
+ * (counted) when the entry is another command's. */
+static __always_inline int charge(__u64 *word, __u64 tag, __u64 delta)
+{
+	for (int attempt = 0; attempt < FO_CHARGE_ATTEMPTS; attempt++) {
+		__u64 old = *(volatile __u64 *)word;
+		if ((old >> FO_TAG_SHIFT) != tag)
+			break;
+		__u64 value = (old & FO_VALUE_MASK) + delta;
+		if (value > FO_VALUE_MASK)
+			value = FO_VALUE_MASK;
+		if (__sync_val_compare_and_swap(word, old, (tag << FO_TAG_SHIFT) | value) == old)
+			return 1;
+	}
 	count(FO_C_COMMAND_MISSES);
 	return 0;
 }
@@ -544,11 +565,12 @@ static __always_inline int complete(__u64 ctx, __u64 req, __u64 user_data, int r
 			stats->punts += 1;
 	}
 	if (request.command) {
-		struct fo_command *figures = command_of(request.command);
-		if (figures) {
-			__sync_fetch_and_add(&figures->io_ops, 1);
-			__sync_fetch_and_add(&figures->io_ns, latency);
-		}
+		struct fo_command *figures = command_entry(request.command);
+		__u64 tag = fo_command_tag(request.command);
+		if (!figures)
+			count(FO_C_COMMAND_MISSES);
+		else if (charge(&figures->io_ops, tag, 1))
+			charge(&figures->io_ns, tag, latency);
 	}
 
 	if (res < 0 || latency >= slow_io_ns) {
@@ -676,13 +698,12 @@ static __always_inline int switch_task(int preempt, struct task_struct *next_tas
 		} else {
 			count(FO_C_STATS_FULL);
 		}
-		struct fo_command *command = command_of(was.command);
-		if (command) {
-			if (was.blocked)
-				__sync_fetch_and_add(&command->blocked_ns, away);
-			else
-				__sync_fetch_and_add(&command->preempted_ns, away);
-		}
+		struct fo_command *command = command_entry(was.command);
+		if (!command)
+			count(FO_C_COMMAND_MISSES);
+		else
+			charge(was.blocked ? &command->blocked_ns : &command->preempted_ns,
+			       fo_command_tag(was.command), away);
 		if (long_block) {
 			struct fo_event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 			if (event) {

@@ -162,24 +162,42 @@ struct fo_offcpu {
 	__u64 long_blocks; /* blocked longer than the blocking threshold */
 };
 
-/* Map `commands`: the kernel figures of recent command invocations, an
+/* Map `commands`: the kernel figures of the live command invocations, an
  * array of FO_COMMAND_SLOTS entries that userspace maps into its memory.
- * Command `c` has entry `c & (FO_COMMAND_SLOTS - 1)`: the host writes it
- * when the command begins (figures zeroed, then `command` = c), before the
- * command can push a request, and reads it when the command ends; the
- * programs add to it with atomic adds while its `command` is c. An entry is
- * reused FO_COMMAND_SLOTS commands later, so a command outlived by that many
- * newer ones loses its figures (its additions are then counted in
- * FO_C_COMMAND_MISSES, never added to another command's). */
+ * A command id is `round << FO_COMMAND_BITS | index`, its index held by no
+ * other live command (the host claims it as the command begins and
+ * releases it as the command ends; index 0 is never claimed: such a
+ * command has no entry). Command `c` has entry `c & (FO_COMMAND_SLOTS - 1)`:
+ * the host writes it when the command begins, before the command can push a
+ * request or be switched out inside a poll, and reads it when the command
+ * ends.
+ *
+ * Each figure is one word, `tag << FO_TAG_SHIFT | value`, tagged with the
+ * holder's round (fo_command_tag: never 0, which is the tag of an entry
+ * nobody was given). The programs add with a compare-and-exchange of the
+ * whole word that expects the tag of the command they charge, so the check
+ * that the entry is still that command's and the addition are one atomic
+ * step: a figure that arrives after its command ended (a request outliving
+ * it) can never land in the entry's next holder, and is counted in
+ * FO_C_COMMAND_MISSES instead. A value saturates at FO_VALUE_MASK (78 hours
+ * of nanoseconds). */
 #define FO_COMMAND_BITS 16
 #define FO_COMMAND_SLOTS (1u << FO_COMMAND_BITS)
+#define FO_TAG_SHIFT 48
+#define FO_VALUE_MASK ((1ULL << FO_TAG_SHIFT) - 1)
 struct fo_command {
-	__u64 command; /* the id whose figures these are; 0: none */
+	__u64 command; /* the id of the holder, for the host; 0: none */
 	__u64 io_ops;
 	__u64 io_ns; /* sum of the latencies of its completed requests */
 	__u64 blocked_ns;
 	__u64 preempted_ns;
 };
+
+/* The tag of command `command`'s figures: the low 16 bits of its round. */
+static inline __u64 fo_command_tag(__u64 command)
+{
+	return (command >> FO_COMMAND_BITS) & 0xffff;
+}
 
 /* Map `switched_out` (tid -> pending switch-out inside a command's poll). */
 struct fo_switch {
@@ -207,7 +225,7 @@ enum fo_counter {
 	FO_C_SWITCH_OUTS,       /* switch-outs inside a command's poll */
 	FO_C_SWITCH_INS,        /* ... matched by their switch-in */
 	FO_C_STALE_SLOTS,       /* submissions whose slot was already used */
-	FO_C_COMMAND_MISSES,    /* figures of a command whose entry was gone */
+	FO_C_COMMAND_MISSES,    /* figures of a command whose entry was not its own */
 	FO_C_COUNT,
 };
 

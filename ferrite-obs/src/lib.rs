@@ -143,6 +143,8 @@ pub mod config;
 mod core;
 #[cfg(all(feature = "runtime", not(loom)))]
 mod export;
+#[cfg(all(feature = "runtime", not(loom)))]
+mod fork;
 #[cfg(not(loom))]
 pub mod kernel;
 #[cfg(all(feature = "runtime", not(loom)))]

@@ -42,6 +42,11 @@ pub enum StartError {
         "ferrite-obs is already running in this process: keep the first Handle, or shut it down before starting again"
     )]
     AlreadyStarted,
+    /// This process is a child forked while the parent's runtime ran.
+    #[error(
+        "this process was forked from one whose ferrite-obs runtime is running: a forked child cannot start its own (its locks and tables were copied in whatever state the parent's threads held them); start ferrite-obs in the parent, or before it forks"
+    )]
+    ForkedChild,
     /// The endpoint's address could not be bound.
     #[error(
         "cannot listen on {addr} for the ferrite-obs endpoint: {source}; choose another `observability.endpoint`, or \"off\""
@@ -76,6 +81,9 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
             collector: None,
         });
     }
+    if crate::fork::forked() {
+        return Err(StartError::ForkedChild);
+    }
     if STARTED.swap(true, Ordering::AcqRel) {
         return Err(StartError::AlreadyStarted);
     }
@@ -108,6 +116,7 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
             return Err(StartError::Thread { source });
         }
     };
+    crate::fork::running();
     Ok(Handle {
         shared: Some(shared),
         collector: Some(Collector {
@@ -269,7 +278,10 @@ impl Handle {
 
     /// What is on.
     pub fn status(&self) -> Status {
-        if let (Some(shared), Some(_)) = (&self.shared, &self.collector) {
+        // A forked child's copy of the handle: nothing runs in the child.
+        if let (Some(shared), Some(_), false) =
+            (&self.shared, &self.collector, crate::fork::forked())
+        {
             return shared.status();
         }
         Status {
@@ -297,9 +309,14 @@ impl Handle {
     }
 
     async fn stop(&mut self) {
+        // In a forked child, the collector thread is the parent's.
+        if crate::fork::forked() {
+            return;
+        }
         let (Some(shared), Some(collector)) = (&self.shared, self.collector.take()) else {
             return;
         };
+        crate::fork::stopped();
         shared.stop.notify_one();
         let _ = collector.done.await;
         // It has sent `done` and returns at once.
@@ -312,8 +329,15 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        if crate::fork::forked() {
+            // The collector thread is the parent's: its handle is not
+            // joined or detached here.
+            std::mem::forget(self.collector.take());
+            return;
+        }
         // Dropped without `shutdown`: stop the collector without waiting.
         if let (Some(shared), Some(_)) = (&self.shared, &self.collector) {
+            crate::fork::stopped();
             shared.stop.notify_one();
             set_recording(false);
             slowlog::disable();

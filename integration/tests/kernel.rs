@@ -1303,3 +1303,311 @@ fn a_kernel_without_io_uring_tracepoints_keeps_off_cpu_and_names_what_is_missing
     );
     assert_eq!(field(&degraded, "calls"), "1000 sum 500500");
 }
+
+#[probe(command, name = "BURST", skip_all)]
+fn burst(sleep: Duration) {
+    std::thread::sleep(sleep);
+}
+
+#[probe(command, name = "INSTANT", skip_all)]
+fn instant() {}
+
+/// Every slow-log entry of `command`: as many as `expected`, none dropped,
+/// each with a kernel breakdown of its own that holds at least `slept`
+/// off-CPU.
+fn assert_every_entry_kept(handle: &Handle, command: &str, expected: usize, slept: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = handle.snapshot().slowlog.clone();
+        let seen = log.entries.iter().filter(|e| e.command == command).count();
+        if seen >= expected || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(log.dropped, 0, "no slow-log entry is lost");
+    let entries: Vec<_> = log
+        .entries
+        .iter()
+        .filter(|e| e.command == command)
+        .collect();
+    assert_eq!(
+        entries.len(),
+        expected,
+        "one slow-log entry per {command} command"
+    );
+    let without: Vec<_> = entries.iter().filter(|e| e.kernel.is_none()).collect();
+    assert!(
+        without.is_empty(),
+        "{} of {expected} {command} entries have no kernel breakdown, e.g. {:?}",
+        without.len(),
+        without.first()
+    );
+    for entry in entries {
+        let kernel = entry.kernel.unwrap();
+        // The sleep, give or take what the kernel spends between starting
+        // the sleep's timer and switching out (under a burst of threads on
+        // few cores: tens of microseconds) and a preemption between the
+        // command's last clock reading and its end (which counts as its
+        // off-CPU time too). Another command's figures would add a whole
+        // sleep; figures lost would leave none.
+        let slack = slept / 10;
+        assert!(
+            kernel.off_cpu >= slept - slack && kernel.off_cpu <= entry.duration + slack,
+            "each {command} slept {slept:?}: {entry:?}"
+        );
+    }
+}
+
+/// Threads far beyond 64 (the count at which ids handed out in blocks of
+/// 1,024 wrapped the 65,536 entries of the per-command figures): 128
+/// threads released together, 20 commands each; 200 short-lived threads
+/// with one command each; one long command while 64 short-lived threads
+/// run instant ones. Every command keeps its own breakdown.
+#[test]
+fn commands_on_hundreds_of_threads_each_keep_their_kernel_breakdown() {
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = Config {
+        slow_threshold: Duration::from_millis(1),
+        slowlog_len: 4096,
+        ..config()
+    };
+    let Some(handle) = start_with(
+        "commands_on_hundreds_of_threads_each_keep_their_kernel_breakdown",
+        config,
+        &[KernelFigure::OffCpu],
+    ) else {
+        return;
+    };
+    let before = handle
+        .snapshot()
+        .kernel
+        .clone()
+        .unwrap_or_default()
+        .counters;
+    const SLEEP: Duration = Duration::from_millis(6);
+
+    let run_together = |threads: usize, commands: usize, sleep: Duration| {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+        let threads: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for _ in 0..commands {
+                        burst(sleep);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    };
+    run_together(128, 20, SLEEP);
+    assert_every_entry_kept(&handle, "BURST", 128 * 20, SLEEP);
+    ferrite_obs::slowlog::reset();
+
+    run_together(200, 1, SLEEP);
+    assert_every_entry_kept(&handle, "BURST", 200, SLEEP);
+    ferrite_obs::slowlog::reset();
+
+    const LONG: Duration = Duration::from_millis(300);
+    let long = std::thread::spawn(|| burst(LONG));
+    std::thread::sleep(Duration::from_millis(20));
+    let short: Vec<_> = (0..64).map(|_| std::thread::spawn(instant)).collect();
+    for thread in short {
+        thread.join().unwrap();
+    }
+    long.join().unwrap();
+    assert_every_entry_kept(&handle, "BURST", 1, LONG);
+
+    let after = handle
+        .snapshot()
+        .kernel
+        .clone()
+        .unwrap_or_default()
+        .counters;
+    assert_eq!(after.command_misses, before.command_misses, "{after:#?}");
+    assert_eq!(after.commands_without_entry, 0, "{after:#?}");
+    support::shutdown(handle);
+}
+
+/// Polls `future` once: a shutdown that has nothing to wait for is ready at
+/// its first poll.
+fn ready_at_once<F: std::future::Future>(future: F) -> bool {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    future.as_mut().poll(&mut context).is_ready()
+}
+
+/// What a forked child checks, as its exit code.
+const CHILD_OK: i32 = 0;
+const CHILD_STATUS_SAYS_RUNNING: i32 = 10;
+const CHILD_SHUTDOWN_WAITED: i32 = 11;
+const CHILD_STILL_RECORDING: i32 = 12;
+const CHILD_STARTED: i32 = 13;
+const CHILD_PANICKED: i32 = 14;
+
+/// The child's side of the fork test: its copy of the handle says nothing
+/// runs, shutdown returns at once, it starts with recording off and cannot
+/// start a runtime; then, recording turned back on, it runs commands as
+/// fast as it can for `busy`, and exits through `exit` (so its thread-local
+/// destructors run, the forking thread's attribution state among them).
+fn forked_child(handle: Handle, go: std::os::fd::OwnedFd, busy: Duration) -> ! {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut byte = [0u8];
+        let _ = nix_read(&go, &mut byte);
+        if handle.status().collector_running {
+            return CHILD_STATUS_SAYS_RUNNING;
+        }
+        if ferrite_obs::is_recording() {
+            return CHILD_STILL_RECORDING;
+        }
+        if !ready_at_once(handle.shutdown()) {
+            return CHILD_SHUTDOWN_WAITED;
+        }
+        if !matches!(
+            ferrite_obs::start(config()),
+            Err(ferrite_obs::StartError::ForkedChild)
+        ) {
+            return CHILD_STARTED;
+        }
+        ferrite_obs::set_recording(true);
+        let until = Instant::now() + busy;
+        while Instant::now() < until {
+            for _ in 0..1000 {
+                instant();
+            }
+        }
+        CHILD_OK
+    }))
+    .unwrap_or(CHILD_PANICKED);
+    if code == CHILD_OK {
+        std::process::exit(CHILD_OK);
+    }
+    // SAFETY: ends the child at once, running nothing of the parent's.
+    unsafe { libc::_exit(code) }
+}
+
+fn nix_read(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> isize {
+    // SAFETY: reads into a buffer of the given length from an open fd.
+    unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+}
+
+/// A fork of a process whose kernel view runs (a snapshot child, as
+/// `BGSAVE` makes): the child's commands never reach the parent's tables,
+/// and its exit, whose thread-local destructors run with the child's pid as
+/// thread id, leaves the registration of the parent thread whose id equals
+/// that pid modulo the registrations array's size (found by spawning
+/// threads) alone. Every command of the parent keeps its breakdown.
+#[test]
+fn a_forked_child_never_touches_the_parents_attribution() {
+    const REGISTRATIONS: u32 = ferrite_obs_bpf::REGISTRATIONS as u32;
+    let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = Config {
+        slow_threshold: Duration::from_millis(1),
+        slowlog_len: 4096,
+        ..config()
+    };
+    let Some(handle) = start_with(
+        "a_forked_child_never_touches_the_parents_attribution",
+        config,
+        &[KernelFigure::OffCpu],
+    ) else {
+        return;
+    };
+    const SLEEP: Duration = Duration::from_millis(10);
+    const CALLS: usize = 20;
+    // The forking thread registers, so the child inherits its state.
+    burst(SLEEP);
+    ferrite_obs::slowlog::reset();
+    let before = handle
+        .snapshot()
+        .kernel
+        .clone()
+        .unwrap_or_default()
+        .counters;
+
+    let mut fds = [0; 2];
+    // SAFETY: a two-element array for pipe(2).
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe(2) returned two open descriptors that nothing else owns.
+    let (go_read, go_write) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: the child runs only `forked_child`, which ends in exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child == 0 {
+        drop(go_write);
+        forked_child(handle, go_read, Duration::from_millis(300));
+    }
+    drop(go_read);
+    let child = child as u32;
+
+    // A parent thread whose registration entry is the child's pid's: it
+    // registers now, and runs its commands once the child has exited.
+    let (checked, matched) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Arc::new(Mutex::new(released));
+    let mut spawned = 0;
+    let collider = loop {
+        assert!(
+            spawned < 8 * REGISTRATIONS,
+            "no thread id equal to {child} modulo {REGISTRATIONS} after {spawned} threads"
+        );
+        spawned += 1;
+        let checked = checked.clone();
+        let released = released.clone();
+        let candidate = std::thread::spawn(move || {
+            if gettid() % REGISTRATIONS != child % REGISTRATIONS {
+                checked.send(false).unwrap();
+                return;
+            }
+            instant();
+            checked.send(true).unwrap();
+            released.lock().unwrap().recv().unwrap();
+            for _ in 0..CALLS {
+                burst(SLEEP);
+            }
+        });
+        if matched.recv().unwrap() {
+            break candidate;
+        }
+        candidate.join().unwrap();
+    };
+    // A parent thread whose commands run while the child runs its own.
+    let during = std::thread::spawn(|| {
+        for _ in 0..CALLS {
+            burst(SLEEP);
+        }
+    });
+    // SAFETY: writes one byte from a live buffer to an open fd.
+    let wrote = unsafe { libc::write(go_write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    assert_eq!(wrote, 1);
+    during.join().unwrap();
+    let mut status = 0;
+    // SAFETY: waits for our own child, writing its status to a live i32.
+    let waited = unsafe { libc::waitpid(child as i32, &mut status, 0) };
+    assert_eq!(waited, child as i32);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == CHILD_OK,
+        "the child failed a check: wait status {status:#x} (exit codes: 10 status says running, 11 shutdown waited, 12 still recording, 13 start did not refuse, 14 panicked)"
+    );
+    release.send(()).unwrap();
+    collider.join().unwrap();
+    assert_every_entry_kept(&handle, "BURST", 2 * CALLS, SLEEP);
+    let after = handle
+        .snapshot()
+        .kernel
+        .clone()
+        .unwrap_or_default()
+        .counters;
+    assert_eq!(after.command_misses, before.command_misses, "{after:#?}");
+    support::shutdown(handle);
+}

@@ -92,13 +92,15 @@ fn begin(site: &'static Site, is_command: bool) -> u64 {
     command
 }
 
-/// The common end of an active call: exit probes.
+/// The common end of an active call: exit probes, and a command root's id
+/// released (after its slow-log entry has read its kernel figures).
 #[inline(always)]
 fn end(site: &'static Site, is_command: bool, command: u64, elapsed_ns: u64, error: bool) {
     let meta = site.meta;
     backend::probe_exit(meta.c_name.as_ptr(), command, elapsed_ns, error);
     if is_command {
         backend::command_end(command, meta.c_name.as_ptr(), elapsed_ns, error);
+        command::release(command);
     }
 }
 

@@ -1,14 +1,27 @@
 //! Command ids and the thread's current command.
 //!
 //! Every call of a `#[probe(command)]` function gets a process-unique id
-//! (never 0). Threads take ids from the global counter in blocks, so handing
-//! out an id is a thread-local increment. While a command's call (or a poll of
-//! its future) runs, the thread's current-command cell holds its id: nested
-//! probes report it, and the kernel-side attribution reads it by address.
+//! (never 0). While a command's call (or a poll of its future) runs, the
+//! thread's current-command cell holds its id: nested probes report it, and
+//! the kernel-side attribution reads it by address.
+//!
+//! Ids. An id is `round << INDEX_BITS | index`: an index that no other live
+//! command holds, claimed as the command begins and released as it ends,
+//! and the index's round, one more than its previous holder's. The kernel
+//! view keeps a command's figures in the entry of its index, so two live
+//! commands never share an entry, whatever the number of threads or the
+//! order in which commands end; the round tells an entry's successive
+//! holders apart (see `struct fo_command`). Indices are held in a bitmap:
+//! claiming one is one `fetch_or` on a word, releasing it one `fetch_and`.
+//! Each thread walks the indices from its own starting point, round-robin,
+//! so a released index is claimed again as late as possible and threads
+//! rarely claim in the same word. Index 0 is never claimed: when every other
+//! index is held, a command gets index 0 (no kernel entry; counted by
+//! [`unindexed`]) and a round from a counter of its own.
 
 use std::cell::Cell;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The unique id of one command invocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,8 +34,19 @@ impl CommandId {
     }
 }
 
-const BLOCK: u64 = 1024;
-static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+/// Bits of an id that are its index (the kernel view's `FO_COMMAND_BITS`).
+pub(crate) const INDEX_BITS: u32 = 16;
+const INDICES: usize = 1 << INDEX_BITS;
+const WORDS: usize = INDICES / 64;
+
+/// Bit `i % 64` of word `i / 64`: index `i` is held by a live command.
+static HELD: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+/// The round of each index's latest holder. Only the holder writes it.
+static ROUNDS: [AtomicU32; INDICES] = [const { AtomicU32::new(0) }; INDICES];
+/// Rounds of the commands given index 0.
+static UNINDEXED: AtomicU64 = AtomicU64::new(0);
+/// Where the next thread starts its walk.
+static NEXT_START: AtomicU32 = AtomicU32::new(0);
 
 /// A thread's current command: its id and its kind (the command site's
 /// [`Site::kind`](crate::core::site::Site::kind)), both 0 when none. `#[repr(C)]`:
@@ -42,8 +66,9 @@ pub(crate) struct Previous {
 }
 
 thread_local! {
-    /// `(next, end)` of the thread's block of ids.
-    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// The index the thread tries first for its next command; 0: not yet
+    /// chosen.
+    static CURSOR: Cell<u32> = const { Cell::new(0) };
     /// The thread's current command. Atomics with `const` initialisation and
     /// no destructor: the address is fixed for the thread's life, so it can
     /// be registered once and read from outside the thread (by the kernel
@@ -56,17 +81,94 @@ thread_local! {
     };
 }
 
-/// A new, never used command id.
+/// A new, never used command id, whose index the command holds until
+/// [`release`].
 #[inline]
 pub(crate) fn next_id() -> u64 {
-    let (next, end) = IDS.get();
-    if next < end {
-        IDS.set((next + 1, end));
-        return next;
+    let mut index = CURSOR.get() as usize;
+    if index == 0 {
+        index = first_index();
     }
-    let base = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
-    IDS.set((base + 1, base + BLOCK));
-    base
+    // Each word is visited at most twice: once from the cursor's bit, once
+    // whole after the walk wraps; a lost race retries the same word.
+    let mut visits = 2 * WORDS + 1;
+    while visits > 0 {
+        let word = index / 64;
+        let held = HELD[word].load(Ordering::Relaxed) | u64::from(word == 0);
+        let free = !held & (u64::MAX << (index % 64));
+        if free == 0 {
+            index = (word + 1) % WORDS * 64;
+            visits -= 1;
+            continue;
+        }
+        let bit = free.trailing_zeros() as usize;
+        let mask = 1u64 << bit;
+        // Acquire: the previous holder's round is visible.
+        if HELD[word].fetch_or(mask, Ordering::Acquire) & mask != 0 {
+            continue;
+        }
+        let index = word * 64 + bit;
+        CURSOR.set(if index + 1 == INDICES {
+            1
+        } else {
+            index as u32 + 1
+        });
+        return (u64::from(next_round(index)) << INDEX_BITS) | index as u64;
+    }
+    unindexed_id()
+}
+
+/// The round of index `index`'s new holder: its previous holder's plus one,
+/// skipping multiples of 2^16 (the kernel view's tag of a round is its low
+/// 16 bits, and 0 is the tag of an entry nobody was given).
+#[inline(always)]
+fn next_round(index: usize) -> u32 {
+    let mut round = ROUNDS[index].load(Ordering::Relaxed).wrapping_add(1);
+    if round & 0xffff == 0 {
+        round = round.wrapping_add(1);
+    }
+    ROUNDS[index].store(round, Ordering::Relaxed);
+    round
+}
+
+#[cold]
+#[inline(never)]
+fn first_index() -> usize {
+    // Starts 4,099 indices apart (a prime number of words, and three bits
+    // in), so that threads begin in different words.
+    let start = NEXT_START.fetch_add(4099, Ordering::Relaxed) as usize % INDICES;
+    start.max(1)
+}
+
+#[cold]
+#[inline(never)]
+fn unindexed_id() -> u64 {
+    (UNINDEXED.fetch_add(1, Ordering::Relaxed) + 1) << INDEX_BITS
+}
+
+/// Releases the index of command `id` (from [`next_id`]) as the command
+/// ends: a later command may hold it.
+#[inline]
+pub(crate) fn release(id: u64) {
+    let index = id as usize & (INDICES - 1);
+    if index != 0 {
+        // Release: the next holder sees this holder's round.
+        HELD[index / 64].fetch_and(!(1u64 << (index % 64)), Ordering::Release);
+    }
+}
+
+/// The index of command `id`: its kernel entry, or 0 for none.
+#[cfg(any(test, ferrite_kernel))]
+#[inline(always)]
+pub(crate) fn index_of(id: u64) -> usize {
+    id as usize & (INDICES - 1)
+}
+
+/// Commands that began while every index was held, so without kernel
+/// figures of their own.
+#[cfg(any(test, ferrite_kernel))]
+pub(crate) fn unindexed() -> u64 {
+    UNINDEXED.load(Ordering::Relaxed)
 }
 
 /// The thread's current command id (0 when none).
@@ -154,10 +256,24 @@ impl Drop for Scope {
 mod tests {
     use super::*;
 
+    /// The tests that claim many indices take turns.
+    static INDICES_IN_USE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn ids_are_unique_across_threads_and_never_zero() {
+        let _turn = INDICES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
         let threads: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| (0..3000).map(|_| next_id()).collect::<Vec<_>>()))
+            .map(|_| {
+                std::thread::spawn(|| {
+                    (0..3000)
+                        .map(|_| {
+                            let id = next_id();
+                            release(id);
+                            id
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         let mut all: Vec<u64> = threads
             .into_iter()
@@ -168,6 +284,96 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), n, "command ids must be unique");
         assert!(all[0] > 0);
+    }
+
+    /// 200 threads, each holding up to 300 live commands at once while it
+    /// ends others in a different order than it began them: no index is
+    /// ever held twice (each thread's live ids are checked against a shared
+    /// table of owners), and every id is new.
+    #[test]
+    fn live_commands_never_share_an_index() {
+        let _turn = INDICES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        use std::sync::Mutex;
+        static OWNERS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        OWNERS.lock().unwrap().resize(INDICES, 0);
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(200));
+        let threads: Vec<_> = (0..200u64)
+            .map(|t| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut live = std::collections::VecDeque::new();
+                    let mut seen = Vec::new();
+                    for i in 0..1000u64 {
+                        let id = next_id();
+                        let index = index_of(id);
+                        assert_ne!(
+                            index, 0,
+                            "65,535 indices are enough for 60,000 live commands"
+                        );
+                        {
+                            let mut owners = OWNERS.lock().unwrap();
+                            assert_eq!(
+                                owners[index], 0,
+                                "index {index} is held by {:#x}",
+                                owners[index]
+                            );
+                            owners[index] = id;
+                        }
+                        live.push_back(id);
+                        seen.push(id);
+                        // Ends the newest or the oldest, by turns.
+                        if live.len() > 300 || (i + t) % 3 == 0 {
+                            let id = if i % 2 == 0 {
+                                live.pop_front()
+                            } else {
+                                live.pop_back()
+                            };
+                            let id = id.unwrap();
+                            OWNERS.lock().unwrap()[index_of(id)] = 0;
+                            release(id);
+                        }
+                    }
+                    for id in live {
+                        OWNERS.lock().unwrap()[index_of(id)] = 0;
+                        release(id);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "command ids are unique");
+    }
+
+    #[test]
+    fn with_every_index_held_a_command_gets_index_zero_and_is_counted() {
+        let _turn = INDICES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        // Holds every index this thread can claim, then one more.
+        let mut held = Vec::new();
+        loop {
+            let id = next_id();
+            if index_of(id) == 0 {
+                let before = unindexed();
+                let again = next_id();
+                assert_eq!(index_of(again), 0);
+                assert_eq!(unindexed(), before + 1);
+                assert_ne!(again, id);
+                break;
+            }
+            held.push(id);
+            assert!(held.len() < INDICES, "index 0 is never claimed");
+        }
+        for id in held {
+            release(id);
+        }
+        assert_ne!(index_of(next_id()), 0, "released indices are claimed again");
     }
 
     #[test]

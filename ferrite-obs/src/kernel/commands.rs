@@ -2,13 +2,14 @@
 //! add to), mapped into the process, so that commands write and read their
 //! own entries with plain memory accesses: no system call, no hash.
 //!
-//! Protocol (see `struct fo_command` in `ferrite_obs.h`). Command `c` owns
-//! entry `c & (COMMAND_SLOTS - 1)` from its beginning: [`begin`] zeroes the
-//! figures and then stores `c`, before the command can push a request or be
-//! switched out inside a poll, and the programs add only to an entry that
-//! names their command. [`figures`] reads the entry back at the command's
-//! end. Command ids are handed out in sequence, so an entry is reused only
-//! `COMMAND_SLOTS` commands later.
+//! Protocol (see `struct fo_command` in `ferrite_obs.h`). A command's id
+//! carries an index no other live command holds (`core::command`), so
+//! command `c` owns entry `c & (COMMAND_SLOTS - 1)` from its beginning to
+//! its end. [`begin`] writes each figure word as 0 tagged with `c`'s round,
+//! before the command can push a request or be switched out inside a poll;
+//! the programs add to a word only while it carries that tag, in one
+//! compare-and-exchange. [`figures`] reads the words back at the command's
+//! end. Index 0 is no entry: its commands have no figures.
 //!
 //! The array is mapped and released as a [`Region`].
 
@@ -16,7 +17,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use ferrite_obs_bpf::{COMMAND_SLOTS, CommandFigures};
+use ferrite_obs_bpf::{COMMAND_BITS, COMMAND_SLOTS, CommandFigures};
 
 use super::mapped::Region;
 
@@ -32,6 +33,16 @@ struct Entry {
 }
 
 const _: () = assert!(size_of::<Entry>() == size_of::<CommandFigures>());
+const _: () = assert!(COMMAND_BITS == crate::core::command::INDEX_BITS);
+
+/// Where a figure word's tag starts (`FO_TAG_SHIFT`); below it, the value.
+const TAG_SHIFT: u32 = 48;
+const VALUE_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
+/// The tag of `command`'s figure words (`fo_command_tag`).
+fn tag(command: u64) -> u64 {
+    (command >> COMMAND_BITS) & 0xffff
+}
 
 /// Bytes of the table: the array's values, whole pages (640 pages of 4 KiB).
 const BYTES: usize = COMMAND_SLOTS * size_of::<Entry>();
@@ -58,43 +69,53 @@ pub(super) fn retire(generation: u32) {
     });
 }
 
-/// The entry of `command` in the mapped table, if one is mapped.
+/// The entry of `command` in the mapped table, if one is mapped and the
+/// command has one.
 #[inline(always)]
 fn entry(command: u64) -> Option<&'static Entry> {
+    let index = crate::core::command::index_of(command);
     let table = TABLE.load(Ordering::Acquire);
-    if table.is_null() {
+    if table.is_null() || index == 0 {
         return None;
     }
     // SAFETY: the table holds COMMAND_SLOTS entries, and its range stays
     // mapped (to the table or to anonymous memory) until the process exits.
-    Some(unsafe { &*table.add(command as usize & (COMMAND_SLOTS - 1)) })
+    Some(unsafe { &*table.add(index) })
 }
 
 /// Gives `command` its entry, zeroed; a command root calls it as it begins.
 #[inline(always)]
 pub(super) fn begin(command: u64) {
     if let Some(entry) = entry(command) {
-        entry.io_ops.store(0, Ordering::Relaxed);
-        entry.io_ns.store(0, Ordering::Relaxed);
-        entry.blocked_ns.store(0, Ordering::Relaxed);
-        entry.preempted_ns.store(0, Ordering::Relaxed);
-        entry.command.store(command, Ordering::Release);
+        let zero = tag(command) << TAG_SHIFT;
+        entry.command.store(command, Ordering::Relaxed);
+        entry.io_ops.store(zero, Ordering::Relaxed);
+        entry.io_ns.store(zero, Ordering::Relaxed);
+        entry.blocked_ns.store(zero, Ordering::Relaxed);
+        entry.preempted_ns.store(zero, Ordering::Relaxed);
     }
 }
 
-/// The kernel's figures of `command` so far, while its entry is its own.
+/// The kernel's figures of `command` so far, if it has an entry.
 pub(super) fn figures(command: u64) -> Option<CommandFigures> {
     let entry = entry(command)?;
-    if entry.command.load(Ordering::Acquire) != command {
-        return None;
-    }
-    let figures = CommandFigures {
-        command,
-        io_ops: entry.io_ops.load(Ordering::Relaxed),
-        io_ns: entry.io_ns.load(Ordering::Relaxed),
-        blocked_ns: entry.blocked_ns.load(Ordering::Relaxed),
-        preempted_ns: entry.preempted_ns.load(Ordering::Relaxed),
+    let tag = tag(command);
+    let read = |word: &AtomicU64| {
+        let word = word.load(Ordering::Relaxed);
+        (word >> TAG_SHIFT == tag).then_some(word & VALUE_MASK)
     };
-    // Handed to a later command meanwhile: what was read may be its.
-    (entry.command.load(Ordering::Acquire) == command).then_some(figures)
+    Some(CommandFigures {
+        command,
+        io_ops: read(&entry.io_ops)?,
+        io_ns: read(&entry.io_ns)?,
+        blocked_ns: read(&entry.blocked_ns)?,
+        preempted_ns: read(&entry.preempted_ns)?,
+    })
+}
+
+/// In a forked child: stops using the table, whose pages the parent still
+/// shares (see `crate::fork`).
+pub(super) fn forget_in_child() {
+    TABLE.store(std::ptr::null_mut(), Ordering::Release);
+    REGION.forget_in_child();
 }

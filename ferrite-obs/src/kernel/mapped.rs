@@ -11,10 +11,15 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One reserved address range and the load mapped there.
 pub(super) struct Region {
     state: Mutex<State>,
+    /// The range, as `state` has it, for [`Region::forget_in_child`], which
+    /// may not lock.
+    address: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 struct State {
@@ -33,6 +38,8 @@ impl Region {
                 bytes: 0,
                 mapped: None,
             }),
+            address: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
         }
     }
 
@@ -73,6 +80,8 @@ impl Region {
             bytes,
             mapped: Some(generation),
         };
+        self.bytes.store(bytes, Ordering::Relaxed);
+        self.address.store(address as usize, Ordering::Release);
         Ok(address.cast())
     }
 
@@ -103,6 +112,31 @@ impl Region {
         // than pull memory from under a thread that may still use it.
         if address != libc::MAP_FAILED {
             state.mapped = None;
+        }
+    }
+
+    /// In a forked child: replaces whatever the range holds with private
+    /// zeroed memory, so that nothing the child writes there reaches the
+    /// map, which the parent still uses. No lock: a parent thread may have
+    /// held it at the instant of the fork.
+    pub(super) fn forget_in_child(&self) {
+        let address = self.address.load(Ordering::Acquire);
+        if address == 0 {
+            return;
+        }
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        // SAFETY: replaces our own range, in place, with zeroed private
+        // memory. On failure the shared mapping stays (nothing is written
+        // there: the callers stop using it first).
+        unsafe {
+            libc::mmap(
+                address as *mut libc::c_void,
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            );
         }
     }
 }

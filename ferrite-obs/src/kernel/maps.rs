@@ -51,6 +51,7 @@ impl Loaded {
             switch_outs: sum(Counter::SwitchOuts),
             switch_ins: sum(Counter::SwitchIns),
             command_misses: sum(Counter::CommandMisses),
+            commands_without_entry: crate::core::command::unindexed(),
             threads_without_slot_table: crate::kernel::threads::refused(),
             runs_skipped: self.runs_skipped(),
         }

@@ -38,6 +38,8 @@ mod hooks;
 #[cfg(feature = "runtime")]
 pub(crate) use backend::Kernel;
 pub use breakdown::KernelBreakdown;
+#[cfg(feature = "runtime")]
+pub(crate) use hooks::forget_in_child;
 pub(crate) use hooks::{
     begin_command, command_breakdown, enter_command, enter_command_poll, exit_command,
 };
@@ -367,12 +369,17 @@ kernel_counters! {
     /// ... matched by their switch-in.
     switch_ins: "switch_ins_total",
         "Switch-outs matched by their switch-in.";
-    /// Completions or switches of a command whose figures were no longer
-    /// kept (65,536 newer commands had begun since it did, or it began
-    /// before the kernel view loaded): counted in the per-command-name
-    /// figures, missing from that command's slow-log breakdown.
+    /// Completions or switches of a command whose own figures were not
+    /// kept: it had ended (a request that outlived its command), began
+    /// before the kernel view loaded, or had no entry (see
+    /// `commands_without_entry`). Counted in the per-command-name figures,
+    /// missing from that command's slow-log breakdown.
     command_misses: "command_misses_total",
-        "Completions or switches of a command whose own figures were no longer kept.";
+        "Completions or switches of a command whose own figures were not kept (it had ended, began before the load, or had no entry).";
+    /// Commands that began while 65,535 others were live (every entry of
+    /// the per-command figures held): they have no kernel breakdown.
+    commands_without_entry: "commands_without_entry_total",
+        "Commands that began while 65,535 others were live: no kernel breakdown of their own.";
     /// Threads that tagged io_uring requests but found every slot table
     /// taken (`ebpf.slot_tables`): their requests count as unattributed.
     threads_without_slot_table: "threads_without_slot_table_total",

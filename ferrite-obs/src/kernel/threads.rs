@@ -30,7 +30,7 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwapOption;
@@ -54,6 +54,9 @@ static WRITING: RwLock<()> = RwLock::new(());
 /// Where the slot tables and the registrations are mapped.
 static TABLES: Region = Region::new();
 static REGISTRATION_ARRAY: Region = Region::new();
+/// Set in a forked child: the registrations and the `threads` map are the
+/// parent's, and no thread of the child may touch them, even as it exits.
+static FORKED: AtomicBool = AtomicBool::new(false);
 
 /// `struct fo_registration` as shared memory: the programs write `last_seq`.
 #[repr(C)]
@@ -379,6 +382,11 @@ impl ThreadState {
 
 impl Drop for ThreadState {
     fn drop(&mut self) {
+        // In a forked child, the state is a copy of the forking parent
+        // thread's: its registration and table are that thread's.
+        if FORKED.load(Ordering::Relaxed) {
+            return;
+        }
         let _writing = WRITING.read().unwrap_or_else(|e| e.into_inner());
         let Some(registrar) = REGISTRAR.load_full() else {
             return;
@@ -456,4 +464,14 @@ fn bpf(command: libc::c_long, attr: &ElemAttr) -> bool {
         )
     };
     result == 0
+}
+
+/// In a forked child: stops registering threads and tagging SQEs, and
+/// replaces the registrations and slot tables, whose pages the parent still
+/// shares, with private memory (see `crate::fork`).
+pub(super) fn forget_in_child() {
+    FORKED.store(true, Ordering::Relaxed);
+    GENERATION.store(0, Ordering::Relaxed);
+    TABLES.forget_in_child();
+    REGISTRATION_ARRAY.forget_in_child();
 }

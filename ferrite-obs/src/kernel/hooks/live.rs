@@ -82,3 +82,11 @@ pub(crate) fn exit_command(watch: PollWatch, command: u64, kind: u32) {
 pub(crate) fn tag_sqe(user_data: u64) {
     threads::tag(user_data);
 }
+
+/// In a forked child of a process whose kernel view is loaded: the view's
+/// tables, mapped into both processes, are the parent's, so the child stops
+/// using them before it runs anything.
+pub(crate) fn forget_in_child() {
+    commands::forget_in_child();
+    threads::forget_in_child();
+}

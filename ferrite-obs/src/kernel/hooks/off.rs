@@ -29,3 +29,6 @@ pub(crate) fn exit_command(_watch: PollWatch, _command: u64, _kind: u32) {}
 
 #[inline(always)]
 pub(crate) fn tag_sqe(_user_data: u64) {}
+
+#[cfg(feature = "runtime")]
+pub(crate) fn forget_in_child() {}
