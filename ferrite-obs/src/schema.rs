@@ -279,7 +279,8 @@ pub struct SlowLog {
     pub schema_version: u32,
     /// Slow commands logged since the start.
     pub logged: u64,
-    /// Slow commands not logged because the log was busy.
+    /// Slow commands not logged: more than 4,096 ended between two reads
+    /// of the log.
     pub dropped: u64,
     /// The latest slow commands, newest first.
     pub entries: Vec<SlowEntry>,
