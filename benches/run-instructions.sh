@@ -17,7 +17,7 @@ count() {
 }
 printf '| case | instructions per call | over bare |\n|---|---:|---:|\n'
 base=""
-for case in bare disabled enabled clock-pair; do
+for case in bare disabled enabled command clock-pair; do
     one=$(count "$case" "$N")
     two=$(count "$case" $((2 * N)))
     per=$(( (two - one) / N ))

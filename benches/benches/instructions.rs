@@ -4,12 +4,12 @@
 //! repeatable on a noisy machine where nanoseconds are not.
 //!
 //! ```text
-//! instructions CASE N      CASE: bare | disabled | enabled | clock-pair
+//! instructions CASE N      CASE: bare | disabled | enabled | command | clock-pair
 //! ```
 
 use std::hint::black_box;
 
-use benches::{work, work_probed};
+use benches::{work, work_command, work_probed};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -17,7 +17,7 @@ fn main() {
     let n: u64 = match args.next().map(|n| n.parse()) {
         Some(Ok(n)) => n,
         _ => {
-            eprintln!("usage: instructions bare|disabled|enabled|clock-pair N");
+            eprintln!("usage: instructions bare|disabled|enabled|command|clock-pair N");
             std::process::exit(2);
         }
     };
@@ -26,9 +26,11 @@ fn main() {
     let clock = quanta::Clock::new();
     match case.as_str() {
         "bare" | "disabled" | "clock-pair" => {}
-        "enabled" => ferrite_obs::set_recording(true),
+        "enabled" | "command" => ferrite_obs::set_recording(true),
         other => {
-            eprintln!("unknown case {other:?}: expected bare, disabled, enabled or clock-pair");
+            eprintln!(
+                "unknown case {other:?}: expected bare, disabled, enabled, command or clock-pair"
+            );
             std::process::exit(2);
         }
     }
@@ -42,6 +44,7 @@ fn measured(case: &str, clock: &quanta::Clock, n: u64) -> u64 {
     match case {
         "bare" => (0..n).for_each(|i| sum ^= work(black_box(i))),
         "disabled" | "enabled" => (0..n).for_each(|i| sum ^= work_probed(black_box(i))),
+        "command" => (0..n).for_each(|i| sum ^= work_command(black_box(i))),
         _ => (0..n).for_each(|i| {
             let start = clock.raw();
             sum ^= work(black_box(i));

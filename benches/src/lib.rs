@@ -26,3 +26,11 @@ pub fn work(x: u64) -> u64 {
 pub fn work_probed(x: u64) -> u64 {
     fnv(x)
 }
+
+/// The workload as a command root (`#[probe(command)]`): an id claimed and
+/// released, the current-command cell set and restored.
+#[probe(command, name = "WORK", skip_all)]
+#[inline(never)]
+pub fn work_command(x: u64) -> u64 {
+    fnv(x)
+}

@@ -59,6 +59,13 @@ pub struct Instrumentation {
     pub interval_seconds: f64,
     /// Cost since the runtime started.
     pub total_seconds: f64,
+    /// Threads that have recorded on the shared slot (every exclusive slot
+    /// taken).
+    #[serde(default)]
+    pub shared_slot_threads: u64,
+    /// Those of them that have moved to an exclusive slot since.
+    #[serde(default)]
+    pub shared_slot_moves: u64,
 }
 
 /// One call site.

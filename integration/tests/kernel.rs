@@ -889,17 +889,20 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
         .iter()
         .filter(|e| e.command == "SLEEPY")
         .collect();
-    assert_eq!(
-        calls.len() as u64 + slowlog.dropped,
-        u64::from(CALLS),
-        "{slowlog:?}"
-    );
+    assert_eq!(calls.len() as u64, u64::from(CALLS), "{slowlog:?}");
+    assert_eq!(slowlog.dropped, 0, "{slowlog:?}");
     for entry in calls {
         let kernel = entry
             .kernel
             .unwrap_or_else(|| panic!("no kernel breakdown: {entry:?}"));
         assert!(kernel.off_cpu >= SLEEP, "{entry:?}");
-        assert!(kernel.off_cpu <= entry.duration, "{entry:?}");
+        // Within the duration, up to the rate difference of the two clocks
+        // (the kernel's and the calibrated TSC; under emulation, as in the
+        // kernel matrix's guests, up to 1 %).
+        assert!(
+            kernel.off_cpu <= entry.duration + entry.duration / 50,
+            "{entry:?}"
+        );
         assert_eq!(kernel.io_requests, 0, "{entry:?}");
     }
     support::shutdown(handle);
@@ -1345,15 +1348,15 @@ fn assert_every_entry_kept(handle: &Handle, command: &str, expected: usize, slep
     );
     for entry in entries {
         let kernel = entry.kernel.unwrap();
-        // The sleep, give or take what the kernel spends between starting
-        // the sleep's timer and switching out (under a burst of threads on
-        // few cores: tens of microseconds) and a preemption between the
-        // command's last clock reading and its end (which counts as its
-        // off-CPU time too). Another command's figures would add a whole
-        // sleep; figures lost would leave none.
-        let slack = slept / 10;
+        // The command's own figures: another command's would add a whole
+        // sleep, lost ones would leave none. Within half a sleep either way,
+        // not closer: under a burst of threads on few emulated cores (the
+        // kernel matrix's guests) the kernel's clock and the calibrated TSC
+        // drift apart by up to a quarter over a few milliseconds, and the
+        // thread may run for a while between starting its sleep's timer and
+        // switching out.
         assert!(
-            kernel.off_cpu >= slept - slack && kernel.off_cpu <= entry.duration + slack,
+            kernel.off_cpu >= slept / 2 && kernel.off_cpu <= entry.duration + slept / 2,
             "each {command} slept {slept:?}: {entry:?}"
         );
     }

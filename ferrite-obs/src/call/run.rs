@@ -231,16 +231,21 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
         } else {
             (None, false)
         };
-        // After `local_shard`, which registers the site and so gives it its kind.
-        let restore = if is_command {
+        if is_command {
             kernel::enter_command();
+        }
+        // After the rest of the call's bookkeeping, so that it is not timed.
+        let timed = recording || gate.exit_traced(is_command);
+        let start = if timed { clock::now() } else { Stamp::ZERO };
+        // The command is current only inside its timed span, so that the
+        // off-CPU time the kernel charges to it lies within its duration.
+        // After `local_shard`, which registers the site and so gives it its
+        // kind.
+        let restore = if is_command {
             command::enter(command, site.kind())
         } else {
             Previous::default()
         };
-        // Last, so the call's own bookkeeping is not timed.
-        let timed = recording || gate.exit_traced(is_command);
-        let start = if timed { clock::now() } else { Stamp::ZERO };
         SyncCall {
             site,
             shard,
@@ -264,6 +269,9 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
 
     #[inline(always)]
     fn end(&self, error: bool, panicked: bool) {
+        if COMMAND {
+            command::restore(self.restore);
+        }
         let elapsed = if self.timed { self.start.elapsed() } else { 0 };
         if let Some(shard) = self.shard {
             if panicked {
@@ -272,12 +280,9 @@ impl<const COMMAND: bool> SyncCall<COMMAND> {
                 shard.record_end(elapsed, error, self.exclusive);
             }
         }
-        if COMMAND {
-            command::restore(self.restore);
-            if self.timed && slowlog::is_slow(elapsed) {
-                let name = self.site.meta.name;
-                slowlog::log(self.command, name, elapsed, elapsed, error || panicked);
-            }
+        if COMMAND && self.timed && slowlog::is_slow(elapsed) {
+            let name = self.site.meta.name;
+            slowlog::log(self.command, name, elapsed, elapsed, error || panicked);
         }
         end(self.site, COMMAND, self.command, elapsed, error || panicked);
     }

@@ -46,6 +46,13 @@ pub struct InstrumentationCost {
     pub interval: Duration,
     /// Estimated time added since the runtime started.
     pub total: Duration,
+    /// Threads that have recorded on the shared slot, every one of the 256
+    /// exclusive thread slots being taken (their calls cost about twice as
+    /// much: atomic read-modify-writes).
+    pub shared_slot_threads: u64,
+    /// Those of them that have moved to an exclusive slot since, one being
+    /// given back.
+    pub shared_slot_moves: u64,
 }
 
 /// One call site in a snapshot.
@@ -204,6 +211,10 @@ impl Rollup {
         self.cost.last_rollup = took;
         self.cost.total_rollup += took;
         self.cost.thread_cpu = thread_cpu;
+        (
+            self.instrumentation.shared_slot_threads,
+            self.instrumentation.shared_slot_moves,
+        ) = crate::core::thread_slot::shared_threads();
         Snapshot {
             taken_at: SystemTime::now(),
             interval,

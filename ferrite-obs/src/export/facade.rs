@@ -55,6 +55,16 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "Estimated time the instrumentation added to the host so far."
     );
+    metrics::describe_counter!(
+        "ferrite_obs_shared_slot_threads_total",
+        Unit::Count,
+        "Threads that recorded on the shared slot, every exclusive thread slot being taken."
+    );
+    metrics::describe_counter!(
+        "ferrite_obs_shared_slot_moves_total",
+        Unit::Count,
+        "Threads on the shared slot that moved to an exclusive one given back."
+    );
     metrics::describe_gauge!(
         "ferrite_obs_collector_cpu_seconds",
         Unit::Seconds,
@@ -158,6 +168,10 @@ impl Exporter {
         }
         let cost = &snapshot.collector;
         metrics::counter!("ferrite_obs_rollups_total").absolute(snapshot.sequence);
+        metrics::counter!("ferrite_obs_shared_slot_threads_total")
+            .absolute(snapshot.instrumentation.shared_slot_threads);
+        metrics::counter!("ferrite_obs_shared_slot_moves_total")
+            .absolute(snapshot.instrumentation.shared_slot_moves);
         metrics::gauge!("ferrite_obs_rollup_seconds").set(cost.last_rollup.as_secs_f64());
         metrics::gauge!("ferrite_obs_collector_cpu_seconds").set(cost.thread_cpu.as_secs_f64());
         metrics::gauge!("ferrite_obs_instrumentation_seconds")

@@ -38,6 +38,8 @@ pub(crate) fn snapshot(snapshot: &Snapshot) -> String {
             per_call_ns: snapshot.instrumentation.per_call_ns,
             interval_seconds: snapshot.instrumentation.interval.as_secs_f64(),
             total_seconds: snapshot.instrumentation.total.as_secs_f64(),
+            shared_slot_threads: snapshot.instrumentation.shared_slot_threads,
+            shared_slot_moves: snapshot.instrumentation.shared_slot_moves,
         },
         sites: snapshot.sites.iter().map(site).collect(),
         kernel: snapshot.kernel.as_ref().map(super::kernel::document),

@@ -159,6 +159,18 @@ fn collector(out: &mut String, snapshot: &Snapshot) {
             snapshot.instrumentation.per_call_ns / 1e9,
         ),
         (
+            "ferrite_obs_shared_slot_threads_total",
+            "counter",
+            "Threads that recorded on the shared slot, every exclusive thread slot being taken (their calls cost about twice as much).",
+            snapshot.instrumentation.shared_slot_threads as f64,
+        ),
+        (
+            "ferrite_obs_shared_slot_moves_total",
+            "counter",
+            "Threads on the shared slot that moved to an exclusive one given back.",
+            snapshot.instrumentation.shared_slot_moves as f64,
+        ),
+        (
             "ferrite_obs_collector_cpu_seconds_total",
             "counter",
             "CPU time of the collector's thread.",

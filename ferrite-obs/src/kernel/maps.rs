@@ -53,6 +53,7 @@ impl Loaded {
             command_misses: sum(Counter::CommandMisses),
             commands_without_entry: crate::core::command::unindexed(),
             threads_without_slot_table: crate::kernel::threads::refused(),
+            threads_unregistered: crate::kernel::threads::unregistered(),
             runs_skipped: self.runs_skipped(),
         }
     }

@@ -380,6 +380,11 @@ kernel_counters! {
     /// the per-command figures held): they have no kernel breakdown.
     commands_without_entry: "commands_without_entry_total",
         "Commands that began while 65,535 others were live: no kernel breakdown of their own.";
+    /// Threads that could not register with the kernel view (their
+    /// `registrations` entry taken and the `threads` map full): nothing of
+    /// theirs is attributed under this load.
+    threads_unregistered: "threads_unregistered_total",
+        "Threads that could not register with the kernel view (registrations entry taken, threads map full): nothing of theirs is attributed.";
     /// Threads that tagged io_uring requests but found every slot table
     /// taken (`ebpf.slot_tables`): their requests count as unattributed.
     threads_without_slot_table: "threads_without_slot_table_total",

@@ -83,6 +83,8 @@ struct Registrar {
     free: Mutex<Free>,
     /// Threads that tagged an SQE but found every table taken.
     refused: AtomicU64,
+    /// Threads the `threads` map refused (full): unregistered for this load.
+    unregistered: AtomicU64,
 }
 
 struct Free {
@@ -179,6 +181,7 @@ pub(super) fn install(
             returned: Vec::new(),
         }),
         refused: AtomicU64::new(0),
+        unregistered: AtomicU64::new(0),
     })));
     GENERATION.store(u64::from(generation), Ordering::Release);
     Ok(())
@@ -214,6 +217,15 @@ pub(super) fn refused() -> u64 {
         .map_or(0, |registrar| registrar.refused.load(Ordering::Relaxed))
 }
 
+/// Threads that could not register under the loaded view (its entry of
+/// `registrations` taken and the `threads` map full): nothing of theirs is
+/// attributed, and they do not try again under that load.
+pub(super) fn unregistered() -> u64 {
+    REGISTRAR.load().as_ref().map_or(0, |registrar| {
+        registrar.unregistered.load(Ordering::Relaxed)
+    })
+}
+
 /// A thread's attribution state.
 struct ThreadState {
     /// The generation this thread registered under; 0: none. Under it, the
@@ -227,6 +239,10 @@ struct ThreadState {
     table_generation: Cell<u64>,
     /// The generation under which no table was left for this thread.
     refused: Cell<u64>,
+    /// The generation whose `threads` map refused this thread: it stays
+    /// unregistered under it, and never retries (a lock and a system call
+    /// on every command's poll).
+    unregistered: Cell<u64>,
     /// The sequence number of the next slot written. The programs keep the
     /// last one they read in the thread's registration (reset to 0 by every
     /// registration), so it starts at 1.
@@ -242,6 +258,7 @@ thread_local! {
             table_index: Cell::new(0),
             table_generation: Cell::new(0),
             refused: Cell::new(0),
+            unregistered: Cell::new(0),
             seq: Cell::new(1),
         }
     };
@@ -258,7 +275,7 @@ pub(super) fn enter_command() -> Option<u64> {
     }
     THREAD
         .try_with(|state| {
-            if state.registered.get() != generation {
+            if state.registered.get() != generation && state.unregistered.get() != generation {
                 state.register(generation, false);
             }
             state.seq.get()
@@ -287,7 +304,7 @@ pub(super) fn tag_as(user_data: u64, command: u64, kind: u32, since: u64) {
     }
     let _ = THREAD.try_with(|state| {
         if !state.ready(generation) {
-            if state.refused.get() == generation {
+            if state.refused.get() == generation || state.unregistered.get() == generation {
                 return;
             }
             state.register(generation, true);
@@ -372,10 +389,13 @@ impl ThreadState {
             self.registered.set(generation);
             return;
         }
-        // A failed update (map full) leaves the thread unregistered: its
-        // requests count as unattributed, and the next poll tries again.
+        // A failed update (map full) leaves the thread unregistered under
+        // this load, counted: its requests count as unattributed.
         if update(&registrar.threads_map, tid, &registration) {
             self.registered.set(generation);
+        } else {
+            self.unregistered.set(generation);
+            registrar.unregistered.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
