@@ -85,7 +85,28 @@ thread_local! {
 /// [`release`].
 #[inline]
 pub(crate) fn next_id() -> u64 {
-    let mut index = CURSOR.get() as usize;
+    let index = CURSOR.get() as usize & (INDICES - 1);
+    // The common case: a free index at or after the cursor, in its word
+    // (the cursor is never 0, so neither is the index taken here).
+    if index != 0 {
+        let word = &HELD[index / 64];
+        let free = !word.load(Ordering::Relaxed) & (u64::MAX << (index % 64));
+        if free != 0 {
+            let mask = free & free.wrapping_neg();
+            // Acquire: the previous holder's round is visible.
+            if word.fetch_or(mask, Ordering::Acquire) & mask == 0 {
+                return holding(index / 64 * 64 + mask.trailing_zeros() as usize);
+            }
+        }
+    }
+    next_id_walking(index)
+}
+
+/// [`next_id`] when the cursor's word has no free index after it: walks the
+/// bitmap.
+#[cold]
+#[inline(never)]
+fn next_id_walking(mut index: usize) -> u64 {
     if index == 0 {
         index = first_index();
     }
@@ -103,19 +124,21 @@ pub(crate) fn next_id() -> u64 {
         }
         let bit = free.trailing_zeros() as usize;
         let mask = 1u64 << bit;
-        // Acquire: the previous holder's round is visible.
         if HELD[word].fetch_or(mask, Ordering::Acquire) & mask != 0 {
             continue;
         }
-        let index = word * 64 + bit;
-        CURSOR.set(if index + 1 == INDICES {
-            1
-        } else {
-            index as u32 + 1
-        });
-        return (u64::from(next_round(index)) << INDEX_BITS) | index as u64;
+        return holding(word * 64 + bit);
     }
     unindexed_id()
+}
+
+/// The id of the command that has just claimed `index` (never 0); moves the
+/// thread's cursor past it.
+#[inline(always)]
+fn holding(index: usize) -> u64 {
+    let index = index & (INDICES - 1);
+    CURSOR.set((((index + 1) & (INDICES - 1)) as u32).max(1));
+    (u64::from(next_round(index)) << INDEX_BITS) | index as u64
 }
 
 /// The round of index `index`'s new holder: its previous holder's plus one,
@@ -123,11 +146,12 @@ pub(crate) fn next_id() -> u64 {
 /// 16 bits, and 0 is the tag of an entry nobody was given).
 #[inline(always)]
 fn next_round(index: usize) -> u32 {
-    let mut round = ROUNDS[index].load(Ordering::Relaxed).wrapping_add(1);
+    let cell = &ROUNDS[index & (INDICES - 1)];
+    let mut round = cell.load(Ordering::Relaxed).wrapping_add(1);
     if round & 0xffff == 0 {
         round = round.wrapping_add(1);
     }
-    ROUNDS[index].store(round, Ordering::Relaxed);
+    cell.store(round, Ordering::Relaxed);
     round
 }
 
