@@ -159,6 +159,10 @@ pub struct Kernel {
 pub struct Io {
     /// The command; `None` for unattributed requests.
     pub command: Option<String>,
+    /// The module of the command's function (two commands may share a
+    /// name).
+    #[serde(default)]
+    pub module: Option<String>,
     /// The opcode's number.
     pub opcode: u32,
     /// The opcode's name.
@@ -186,6 +190,9 @@ pub struct Io {
 pub struct OffCpu {
     /// The command; `None` outside any command.
     pub command: Option<String>,
+    /// The module of the command's function.
+    #[serde(default)]
+    pub module: Option<String>,
     /// Time switched out while blocked.
     pub blocked_ns: u64,
     /// Time switched out while runnable.

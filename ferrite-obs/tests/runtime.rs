@@ -241,7 +241,10 @@ fn endpoint_serves_metrics_promtool_accepts_with_exact_counts() {
         25.0
     );
     assert_eq!(
-        sample(&metrics, "ferrite_command_calls_total{command=\"GET\"}"),
+        sample(
+            &metrics,
+            "ferrite_command_calls_total{command=\"GET\",module=\"runtime\"}"
+        ),
         7.0
     );
     let sum = sample(
@@ -511,4 +514,57 @@ fn every_site_counter_is_in_the_metrics_and_the_snapshot_document_and_nothing_el
             );
         }
     }
+}
+
+mod store {
+    #[ferrite_obs::probe(command, skip_all)]
+    pub fn apply() {}
+}
+mod replica {
+    #[ferrite_obs::probe(command, skip_all)]
+    pub fn apply() {}
+}
+mod journal {
+    #[ferrite_obs::probe(command, skip_all)]
+    pub fn apply() {}
+}
+
+/// Three command roots in different modules that share the name `apply`:
+/// three series apart (by `module`), each with its own count, as the site
+/// metrics are; promtool accepts the exposition.
+#[test]
+fn commands_that_share_a_name_are_series_apart_by_module() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let handle = ferrite_obs::start(enabled()).expect("start");
+    let addr = handle.endpoint().expect("the endpoint is on");
+    for _ in 0..3 {
+        store::apply();
+    }
+    for _ in 0..5 {
+        replica::apply();
+    }
+    journal::apply();
+    wait_for(&handle, "every apply", |s| {
+        s.sites
+            .iter()
+            .filter(|x| x.total.name == "apply")
+            .map(|x| x.total.calls)
+            .sum::<u64>()
+            == 9
+    });
+    let (status, metrics) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    support::promtool_check(&metrics);
+    for (module, calls) in [("store", 3.0), ("replica", 5.0), ("journal", 1.0)] {
+        let series = format!(
+            "ferrite_command_calls_total{{command=\"apply\",module=\"runtime::{module}\"}}"
+        );
+        assert_eq!(sample(&metrics, &series), calls, "{series}");
+    }
+    let series = metrics
+        .lines()
+        .filter(|l| l.starts_with("ferrite_command_calls_total{command=\"apply\""))
+        .count();
+    assert_eq!(series, 3, "{metrics}");
+    support::shutdown(handle);
 }

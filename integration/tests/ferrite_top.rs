@@ -247,7 +247,7 @@ fn an_unreachable_endpoint_is_said_plainly() {
     assert!(!out.status.success());
     assert!(
         message.contains("does not speak this ferrite-top's version")
-            && message.contains("`sites`"),
+            && message.contains("has no `schema_version`"),
         "{message}"
     );
 }

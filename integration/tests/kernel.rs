@@ -409,7 +409,7 @@ fn check_exports(handle: &Handle, kernel: &KernelSnapshot, facade: &PrometheusHa
         .unwrap();
     let exported = http_client::sample(
         &metrics,
-        "ferrite_kernel_io_ops_total{command=\"READ3\",opcode=\"read\"}",
+        "ferrite_kernel_io_ops_total{command=\"READ3\",module=\"kernel\",opcode=\"read\"}",
     );
     assert_eq!(
         exported, read3.ops as f64,
@@ -421,7 +421,7 @@ fn check_exports(handle: &Handle, kernel: &KernelSnapshot, facade: &PrometheusHa
     let facade_text = facade.render();
     for (series, value) in [
         (
-            "ferrite_kernel_io_ops_total{command=\"READ3\",opcode=\"read\"}",
+            "ferrite_kernel_io_ops_total{command=\"READ3\",module=\"kernel\",opcode=\"read\"}",
             read3.ops,
         ),
         (
@@ -438,7 +438,7 @@ fn check_exports(handle: &Handle, kernel: &KernelSnapshot, facade: &PrometheusHa
     assert_eq!(http_client::sample(&metrics, "ferrite_kernel_up"), 1.0);
     assert!(
         metrics.contains(
-            "ferrite_kernel_io_duration_seconds_bucket{command=\"MIXED\",opcode=\"fsync\",le=\"+Inf\"}"
+            "ferrite_kernel_io_duration_seconds_bucket{command=\"MIXED\",module=\"kernel\",opcode=\"fsync\",le=\"+Inf\"}"
         ),
         "a latency histogram per command and opcode"
     );

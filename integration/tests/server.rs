@@ -118,7 +118,7 @@ fn redis_cli_gets_redis_replies_and_the_figures_agree() {
     let metrics = loop {
         let (status, metrics) = http_client::get(endpoint, "/metrics");
         assert_eq!(status, 200);
-        if metrics.contains("ferrite_command_calls_total{command=\"SET\"} 5") {
+        if metrics.contains("ferrite_command_calls_total{command=\"SET\",module=\"integration::server::commands\"} 5") {
             break metrics;
         }
         assert!(
@@ -129,7 +129,10 @@ fn redis_cli_gets_redis_replies_and_the_figures_agree() {
     };
     support::promtool_check(&metrics);
     assert_eq!(
-        http_client::sample(&metrics, "ferrite_command_calls_total{command=\"GET\"}"),
+        http_client::sample(
+            &metrics,
+            "ferrite_command_calls_total{command=\"GET\",module=\"integration::server::commands\"}"
+        ),
         4.0
     );
     server.kill();
@@ -571,8 +574,8 @@ fn redis_benchmark_default_tests_run_and_every_command_is_counted() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, metrics) = http_client::get(endpoint, "/metrics");
-        if metrics.contains("ferrite_command_calls_total{command=\"MSET\"} 2000") {
-            assert!(metrics.contains("ferrite_command_calls_total{command=\"SET\"} 2000"));
+        if metrics.contains("ferrite_command_calls_total{command=\"MSET\",module=\"integration::server::commands\"} 2000") {
+            assert!(metrics.contains("ferrite_command_calls_total{command=\"SET\",module=\"integration::server::commands\"} 2000"));
             break;
         }
         assert!(

@@ -12,7 +12,7 @@ use crate::call::slowlog::{self, SlowLog};
 use crate::collect::fold::{FoldMemo, SiteStats};
 use crate::core::figures::site_counters;
 use crate::core::histogram::Histogram;
-use crate::kernel::{Kernel, KernelSnapshot};
+use crate::kernel::{CommandName, Kernel, KernelSnapshot};
 
 /// Everything the collector knows at one rollup. Published whole; readers
 /// get an `Arc` and never see a half-made snapshot.
@@ -194,10 +194,16 @@ impl Rollup {
                 SiteSnapshot { total, interval }
             })
             .collect();
-        let names: HashMap<u32, &'static str> = sites
+        let names: HashMap<u32, CommandName> = sites
             .iter()
             .filter(|s| s.total.is_command)
-            .map(|s| (crate::core::site::kind_of(s.total.id), s.total.name))
+            .map(|s| {
+                let name = CommandName {
+                    name: s.total.name,
+                    module: s.total.module,
+                };
+                (crate::core::site::kind_of(s.total.id), name)
+            })
             .collect();
         let kernel = self.kernel.read(&|kind| names.get(&kind).copied());
         let slowlog = slowlog::read();

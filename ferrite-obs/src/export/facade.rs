@@ -213,7 +213,10 @@ fn labels(site: &SiteSnapshot) -> (&'static str, Vec<Label>) {
     if site.total.is_command {
         (
             "command",
-            vec![Label::from_static_parts("command", site.total.name)],
+            vec![
+                Label::from_static_parts("command", site.total.name),
+                Label::from_static_parts("module", site.total.module),
+            ],
         )
     } else {
         (

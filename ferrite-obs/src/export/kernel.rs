@@ -3,7 +3,8 @@
 //! facade.
 //!
 //! Names: `ferrite_kernel_*`, labelled `command` (the command's probe name,
-//! empty for unattributed requests) and `opcode` (`read`, `write`, ...).
+//! empty for unattributed requests), `module` (its function's module, which
+//! keeps apart two commands of one name) and `opcode` (`read`, `write`, ...).
 //! Kernel io latency histograms are exported with the log2 bucket edges the
 //! kernel keeps (1.024 µs to about 4.6 minutes), so every cumulative count
 //! is exact.
@@ -61,8 +62,9 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
     }
     let io_labels = |io: &IoFigures| {
         format!(
-            "command=\"{}\",opcode=\"{}\"",
+            "command=\"{}\",module=\"{}\",opcode=\"{}\"",
             escape(io.command.unwrap_or("")),
+            escape(io.module.unwrap_or("")),
             escape(&io.opcode_name)
         )
     };
@@ -112,11 +114,11 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
         );
         let _ = writeln!(out, "# TYPE {name} counter");
         for off in &kernel.off_cpu {
-            let command = escape(off.command.unwrap_or(""));
+            let command = off_cpu_labels(off);
             for (state, time) in [("blocked", off.blocked), ("preempted", off.preempted)] {
                 let _ = writeln!(
                     out,
-                    "{name}{{command=\"{command}\",state=\"{state}\"}} {}",
+                    "{name}{{{command},state=\"{state}\"}} {}",
                     time.as_secs_f64()
                 );
             }
@@ -136,8 +138,7 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             for off in &kernel.off_cpu {
-                let command = escape(off.command.unwrap_or(""));
-                let _ = writeln!(out, "{name}{{command=\"{command}\"}} {}", value(off));
+                let _ = writeln!(out, "{name}{{{}}} {}", off_cpu_labels(off), value(off));
             }
         }
     }
@@ -159,6 +160,15 @@ pub(crate) fn prometheus(out: &mut String, kernel: Option<&KernelSnapshot>) {
     }
 }
 
+/// The labels of a command's off-CPU series.
+fn off_cpu_labels(off: &OffCpuFigures) -> String {
+    format!(
+        "command=\"{}\",module=\"{}\"",
+        escape(off.command.unwrap_or("")),
+        escape(off.module.unwrap_or(""))
+    )
+}
+
 /// The kernel figures in the `/snapshot` document.
 pub(crate) fn document(kernel: &KernelSnapshot) -> schema::Kernel {
     let command = |c: Option<&'static str>| c.map(str::to_owned);
@@ -178,6 +188,7 @@ pub(crate) fn document(kernel: &KernelSnapshot) -> schema::Kernel {
                 let bound = |q: f64| io.quantile_upper_bound(q).map(nanos);
                 schema::Io {
                     command: command(io.command),
+                    module: command(io.module),
                     opcode: io.opcode,
                     opcode_name: io.opcode_name.clone(),
                     ops: io.ops,
@@ -196,6 +207,7 @@ pub(crate) fn document(kernel: &KernelSnapshot) -> schema::Kernel {
             .iter()
             .map(|off| schema::OffCpu {
                 command: command(off.command),
+                module: command(off.module),
                 blocked_ns: nanos(off.blocked),
                 preempted_ns: nanos(off.preempted),
                 switches: off.switches,
@@ -277,6 +289,9 @@ pub(crate) fn describe() {
     );
 }
 
+/// A command's name and module, as a series key.
+type Command = (Option<&'static str>, Option<&'static str>);
+
 /// The kernel figures' handles into the installed `metrics` recorder, each
 /// registered the first time its figure appears and then only updated (the
 /// site metrics' way: see `crate::export::facade::Exporter`). Bounded: one
@@ -285,10 +300,10 @@ pub(crate) fn describe() {
 pub(crate) struct KernelHandles {
     /// One per [`KERNEL_COUNTERS`] entry, once registered.
     counters: Vec<metrics::Counter>,
-    /// One per [`IO_COUNTERS`] entry, by (command, opcode).
-    io: HashMap<(Option<&'static str>, u32), Vec<metrics::Counter>>,
-    /// Blocked, then preempted time, by command.
-    off_cpu: HashMap<Option<&'static str>, [metrics::Gauge; 2]>,
+    /// One per [`IO_COUNTERS`] entry, by (command, module, opcode).
+    io: HashMap<(Command, u32), Vec<metrics::Counter>>,
+    /// Blocked, then preempted time, by (command, module).
+    off_cpu: HashMap<Command, [metrics::Gauge; 2]>,
 }
 
 impl KernelHandles {
@@ -306,9 +321,11 @@ impl KernelHandles {
             counter.absolute(value(&kernel.counters));
         }
         for io in &kernel.io {
-            let counters = self.io.entry((io.command, io.opcode)).or_insert_with(|| {
+            let key = ((io.command, io.module), io.opcode);
+            let counters = self.io.entry(key).or_insert_with(|| {
                 let labels = vec![
                     Label::from_static_parts("command", io.command.unwrap_or("")),
+                    Label::from_static_parts("module", io.module.unwrap_or("")),
                     Label::new("opcode", io.opcode_name.clone()),
                 ];
                 IO_COUNTERS
@@ -321,18 +338,23 @@ impl KernelHandles {
             }
         }
         for off in &kernel.off_cpu {
-            let gauges = self.off_cpu.entry(off.command).or_insert_with(|| {
-                let command = off.command.unwrap_or("");
-                ["blocked", "preempted"].map(|state| {
-                    metrics::gauge!(
-                        "ferrite_kernel_off_cpu_seconds",
-                        vec![
-                            Label::from_static_parts("command", command),
-                            Label::from_static_parts("state", state),
-                        ]
-                    )
-                })
-            });
+            let gauges = self
+                .off_cpu
+                .entry((off.command, off.module))
+                .or_insert_with(|| {
+                    let command = off.command.unwrap_or("");
+                    let module = off.module.unwrap_or("");
+                    ["blocked", "preempted"].map(|state| {
+                        metrics::gauge!(
+                            "ferrite_kernel_off_cpu_seconds",
+                            vec![
+                                Label::from_static_parts("command", command),
+                                Label::from_static_parts("module", module),
+                                Label::from_static_parts("state", state),
+                            ]
+                        )
+                    })
+                });
             for (gauge, time) in gauges.iter().zip([off.blocked, off.preempted]) {
                 gauge.set(time.as_secs_f64());
             }

@@ -96,16 +96,14 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     out
 }
 
+/// A site's labels: its name (`command` or `site`) and its module, which
+/// keeps apart two sites, or two commands, that share a name.
 fn labels(label: &str, site: &SiteSnapshot) -> String {
-    if site.total.is_command {
-        format!("{label}=\"{}\"", escape(site.total.name))
-    } else {
-        format!(
-            "{label}=\"{}\",module=\"{}\"",
-            escape(site.total.name),
-            escape(site.total.module)
-        )
-    }
+    format!(
+        "{label}=\"{}\",module=\"{}\"",
+        escape(site.total.name),
+        escape(site.total.module)
+    )
 }
 
 fn histogram(out: &mut String, name: &str, labels: &str, latency: &Histogram) {

@@ -126,7 +126,7 @@ impl Kernel {
     /// command kind to its probe name.
     pub(crate) fn read(
         &mut self,
-        name: &dyn Fn(u32) -> Option<&'static str>,
+        name: &dyn Fn(u32) -> Option<super::CommandName>,
     ) -> Option<KernelSnapshot> {
         let loaded = self.loaded.as_mut()?;
         loaded.drain_events(name);

@@ -11,7 +11,8 @@ use ferrite_obs_bpf::{Counter, Event, EventType, IoKey, IoStats, IoUsed, OffCpu,
 use super::Loaded;
 use super::variants::ALL_PROGRAMS;
 use crate::kernel::{
-    IoFigures, KernelCounters, KernelEvent, KernelEventKind, OffCpuFigures, RECENT_EVENTS,
+    CommandName, IoFigures, KernelCounters, KernelEvent, KernelEventKind, OffCpuFigures,
+    RECENT_EVENTS,
 };
 
 impl Loaded {
@@ -81,12 +82,17 @@ impl Loaded {
         totals
     }
 
-    pub(super) fn io(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<IoFigures> {
+    pub(super) fn io(&self, name: &dyn Fn(u32) -> Option<CommandName>) -> Vec<IoFigures> {
         let mut io: Vec<IoFigures> = self
             .io_totals()
             .into_iter()
-            .map(|(key, total)| IoFigures {
-                command: if key.kind == 0 { None } else { name(key.kind) },
+            .map(|(key, total)| {
+                let named = if key.kind == 0 { None } else { name(key.kind) };
+                (key, total, named)
+            })
+            .map(|(key, total, named)| IoFigures {
+                command: named.map(|n| n.name),
+                module: named.map(|n| n.module),
                 opcode: key.opcode,
                 opcode_name: opcode_label(key.opcode),
                 ops: total.ops,
@@ -97,26 +103,28 @@ impl Loaded {
                 buckets: total.buckets.to_vec(),
             })
             .collect();
-        io.sort_by(|a, b| (a.command, a.opcode).cmp(&(b.command, b.opcode)));
+        io.sort_by(|a, b| (a.command, a.module, a.opcode).cmp(&(b.command, b.module, b.opcode)));
         io
     }
 
-    pub(super) fn off_cpu(&self, name: &dyn Fn(u32) -> Option<&'static str>) -> Vec<OffCpuFigures> {
+    pub(super) fn off_cpu(&self, name: &dyn Fn(u32) -> Option<CommandName>) -> Vec<OffCpuFigures> {
         let mut off: Vec<OffCpuFigures> = fold(&self.offcpu, OffCpu::add)
-            .map(|(kind, total)| OffCpuFigures {
-                command: name(kind),
+            .map(|(kind, total)| (name(kind), total))
+            .map(|(named, total)| OffCpuFigures {
+                command: named.map(|n| n.name),
+                module: named.map(|n| n.module),
                 blocked: Duration::from_nanos(total.blocked_ns),
                 preempted: Duration::from_nanos(total.preempted_ns),
                 switches: total.switches,
                 long_blocks: total.long_blocks,
             })
             .collect();
-        off.sort_by(|a, b| a.command.cmp(&b.command));
+        off.sort_by(|a, b| (a.command, a.module).cmp(&(b.command, b.module)));
         off
     }
 
     /// Reads every waiting outlier record, keeping the latest.
-    pub(super) fn drain_events(&mut self, name: &dyn Fn(u32) -> Option<&'static str>) {
+    pub(super) fn drain_events(&mut self, name: &dyn Fn(u32) -> Option<CommandName>) {
         while let Some(record) = self.events.next() {
             self.events_received += 1;
             let Ok(event) = Event::decode(&record) else {
@@ -137,7 +145,11 @@ impl Loaded {
                 kind,
                 tid: raw.tid,
                 command_id: raw.command,
-                command: if raw.kind == 0 { None } else { name(raw.kind) },
+                command: if raw.kind == 0 {
+                    None
+                } else {
+                    name(raw.kind).map(|n| n.name)
+                },
                 duration: Duration::from_nanos(raw.duration_ns),
                 opcode: is_io.then(|| opcode_label(raw.opcode)),
                 result: is_io.then_some(raw.res),

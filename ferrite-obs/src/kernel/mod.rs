@@ -396,11 +396,22 @@ kernel_counters! {
         "Runs of the kernel view's programs the kernel skipped (never nested on one CPU): their events are missing.";
 }
 
+/// A command site's name and module, as the kernel figures of its kind
+/// carry them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CommandName {
+    pub(crate) name: &'static str,
+    pub(crate) module: &'static str,
+}
+
 /// Completed io_uring requests of one command and opcode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IoFigures {
     /// The command (its probe name); `None` for unattributed requests.
     pub command: Option<&'static str>,
+    /// The module of the command's function (two commands may share a
+    /// name); `None` with `command`.
+    pub module: Option<&'static str>,
     /// The io_uring opcode.
     pub opcode: u32,
     /// Its name (`"read"`, `"write"`, `"fsync"`, ...), or `"op<N>"`.
@@ -447,6 +458,8 @@ impl IoFigures {
 pub struct OffCpuFigures {
     /// The command (its probe name); `None` when its kind was unknown.
     pub command: Option<&'static str>,
+    /// The module of the command's function; `None` with `command`.
+    pub module: Option<&'static str>,
     /// Time switched out sleeping: blocking calls inside async code.
     pub blocked: Duration,
     /// Time switched out runnable: run-queue delay.

@@ -31,7 +31,7 @@ impl Kernel {
 
     pub(crate) fn read(
         &mut self,
-        _name: &dyn Fn(u32) -> Option<&'static str>,
+        _name: &dyn Fn(u32) -> Option<super::CommandName>,
     ) -> Option<KernelSnapshot> {
         None
     }
