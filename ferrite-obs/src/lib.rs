@@ -73,7 +73,11 @@
 //! ([`Config`]; `enabled = true` is the flag, `FERRITE_OBS_*` environment
 //! variables override). [`start`] turns recording on and starts the collector
 //! and the loopback endpoint (`/metrics`, `/snapshot`, `/status`) on a thread
-//! of their own; [`Handle::shutdown`] stops them and frees the port.
+//! of their own, and the export into the `metrics` facade on another;
+//! [`Handle::shutdown`] stops them and frees the port. [`Handle::status`]
+//! (and `/status`) says what each part is doing now: a collector that has
+//! stalled or panicked, a recorder that blocks or panicked, an endpoint that
+//! stopped listening (docs/operations.md says what to do about each).
 //!
 //! With the `runtime` feature (`ferrite-obs = { version = "0.1", features =
 //! ["runtime", "ebpf"] }` in the server's manifest):
@@ -85,6 +89,10 @@
 //! let config = ferrite_obs::Config::from_server_toml(&text)?.with_process_env()?;
 //! let handle = ferrite_obs::start(config)?;
 //! // ... serve; `handle.snapshot()` is the latest rollup, lock-free ...
+//! let status = handle.status();
+//! if !status.collector_running {
+//!     eprintln!("ferrite-obs collector: {:?}", status.collector.state);
+//! }
 //! handle.shutdown().await;
 //! # Ok(())
 //! # }
@@ -153,6 +161,8 @@ mod runtime;
 pub mod schema;
 #[cfg(all(feature = "runtime", not(loom)))]
 mod status;
+#[cfg(all(feature = "runtime", not(loom)))]
+mod supervise;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -176,7 +186,9 @@ pub use ferrite_obs_macros::probe;
 #[cfg(all(feature = "runtime", not(loom)))]
 pub use runtime::{Handle, StartError, start};
 #[cfg(all(feature = "runtime", not(loom)))]
-pub use status::Status;
+pub use status::{
+    CaughtPanic, CollectorState, CollectorStatus, FacadeState, FacadeStatus, Stage, Status,
+};
 
 /// Items used by the code `#[probe]` generates. Not a public API.
 #[doc(hidden)]

@@ -1,18 +1,39 @@
 //! Starting and stopping the runtime: recording on, and a collector that
 //! publishes a [`Snapshot`] every `rollup_interval`.
 //!
-//! The collector, and the endpoint it serves, run on a thread of their own
-//! (`ferrite-obs`) with a single-threaded tokio runtime, whether or not the
-//! caller runs one: they never take time from the server's workers, and they
-//! do not depend on how the server's runtime was built (on a runtime without
-//! the time or IO driver, tokio panics where a timer or socket is made, and a
-//! panic must not reach the host). Snapshots are published with `arc-swap`:
+//! Two threads, whether or not the caller runs a tokio runtime:
+//!
+//! - `ferrite-obs`, the collector: a single-threaded tokio runtime that rolls
+//!   up every interval and serves the endpoint. Not a task on the server's
+//!   runtime: it never takes time from the server's workers, and it does not
+//!   depend on how that runtime was built (on one without the time or IO
+//!   driver, tokio panics where a timer or socket is made). Everything it
+//!   runs is ferrite-obs's own code, none of which waits: a rollup reads the
+//!   shards and the kernel view's maps without locks (and the slow log under
+//!   one the call path only ever tries), and an answer is rendered from the
+//!   latest snapshot.
+//! - `ferrite-metrics`, the export into the `metrics` facade, woken after
+//!   each rollup to export the latest snapshot. The recorder is the host's
+//!   (or a library's) code, which may block: on this thread of its own, a
+//!   recorder that blocks holds up this export alone, while rollups go on,
+//!   the endpoint answers, and `/status` says the export is stalled and
+//!   since when. Exports that a blocked one holds up are not queued: the
+//!   next reads the latest snapshot, whose counters are totals.
+//!
+//! Each rollup, each answer and each export is a watched stage
+//! ([`crate::supervise`]): a panic in it is caught and counted, and the
+//! stage runs again at its next turn; a recorder that panicked is called no
+//! more ([`FacadeState::Failed`](crate::status::FacadeState::Failed)). A
+//! panic that escapes every stage ends the collector's thread, and the
+//! status says so. Snapshots are published with `arc-swap`:
 //! [`Handle::snapshot`] is a lock-free load that never waits for a rollup in
 //! progress.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -28,7 +49,8 @@ use crate::core::latest::Latest;
 use crate::export::endpoint::{self, Served};
 use crate::export::facade;
 use crate::kernel::{Kernel, KernelStatus};
-use crate::status::Status;
+use crate::status::{CollectorState, CollectorStatus, FacadeStatus, Stage, Status};
+use crate::supervise::{self, Health};
 
 /// Set while a runtime is running: there is one per process.
 static STARTED: AtomicBool = AtomicBool::new(false);
@@ -72,8 +94,13 @@ pub enum StartError {
 /// With `enabled = false` nothing starts (no thread, no task, no socket, no
 /// recording) and the handle's snapshots stay empty. Otherwise the endpoint
 /// is bound (a bad address fails here), recording is turned on at every
-/// `#[probe]` site, and the collector starts on its thread. Callable from
-/// inside or outside a tokio runtime.
+/// `#[probe]` site, and the collector starts on its thread; `start` returns
+/// once that thread runs and the endpoint listens. Callable from inside or
+/// outside a tokio runtime.
+///
+/// The panic hook in force is wrapped, once per process, so that a stage
+/// that panics again and again is not printed each time (see
+/// `docs/operations.md`); other panics reach it unchanged.
 pub fn start(config: Config) -> Result<Handle, StartError> {
     if !config.enabled {
         return Ok(Handle {
@@ -94,36 +121,36 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
             return Err(error);
         }
     };
+    supervise::install_panic_hook();
     // Loaded before recording starts, so the first commands are attributed.
     let kernel = Kernel::load(&config);
     slowlog::configure(config.slow_threshold, config.slowlog_len);
     set_recording(true);
+    let kernel_status = kernel.status();
     let shared = Arc::new(Shared {
         snapshot: Latest::new(Snapshot::empty()),
         stop: Notify::new(),
         endpoint: listener.as_ref().and_then(|l| l.local_addr().ok()),
-        kernel: kernel.status(),
+        health: Health::new(kernel_status.is_active()),
+        kernel: kernel_status,
+        stall_after: supervise::stall_threshold(config.rollup_interval),
         config,
     });
-    let (done_tx, done_rx) = oneshot::channel();
-    let task = collect(Arc::clone(&shared), listener, kernel, done_tx);
-    let thread = match spawn_thread(task) {
-        Ok(thread) => thread,
-        Err(source) => {
+    match spawn(&shared, listener, kernel) {
+        Ok(collector) => {
+            crate::fork::running();
+            Ok(Handle {
+                shared: Some(shared),
+                collector: Some(collector),
+            })
+        }
+        Err(error) => {
             set_recording(false);
             slowlog::disable();
             STARTED.store(false, Ordering::Release);
-            return Err(StartError::Thread { source });
+            Err(error)
         }
-    };
-    crate::fork::running();
-    Ok(Handle {
-        shared: Some(shared),
-        collector: Some(Collector {
-            done: done_rx,
-            thread,
-        }),
-    })
+    }
 }
 
 /// Binds the endpoint now, so that a bad address fails `start` itself.
@@ -136,27 +163,132 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     Ok(listener)
 }
 
-fn spawn_thread(
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// Starts the facade's thread, then the collector's, and waits until the
+/// collector runs with its listener registered.
+fn spawn(
+    shared: &Arc<Shared>,
+    listener: Option<std::net::TcpListener>,
+    kernel: Kernel,
+) -> Result<Collector, StartError> {
+    let thread_error = |source| StartError::Thread { source };
+    // A wake-up pending is enough: the export reads the latest snapshot.
+    let (wake, woken) = mpsc::sync_channel(1);
+    let (finished, facade_finished) = mpsc::sync_channel::<()>(0);
+    let facade = std::thread::Builder::new()
+        .name("ferrite-metrics".into())
+        .spawn({
+            let shared = Arc::clone(shared);
+            move || {
+                export_to_facade(&shared, &woken);
+                drop(finished);
+            }
+        })
+        .map_err(thread_error)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    std::thread::Builder::new()
+        .build()
+        .map_err(thread_error)?;
+    let facade = FacadeThread {
+        thread: facade,
+        finished: facade_finished,
+    };
+    let (ready, is_ready) = mpsc::sync_channel(1);
+    let (done, is_done) = oneshot::channel();
+    let thread = std::thread::Builder::new()
         .name("ferrite-obs".into())
-        .spawn(move || runtime.block_on(task))
+        .spawn({
+            let shared = Arc::clone(shared);
+            move || {
+                let task = collect(Arc::clone(&shared), listener, kernel, wake, ready);
+                run_collector(&shared, runtime, task, facade);
+                let _ = done.send(());
+            }
+        })
+        .map_err(thread_error)?;
+    match is_ready.recv() {
+        Ok(Ok(())) => Ok(Collector {
+            done: is_done,
+            thread,
+        }),
+        Ok(Err(source)) => {
+            let _ = thread.join();
+            Err(match shared.config.endpoint {
+                Some(addr) => StartError::Bind { addr, source },
+                None => StartError::Thread { source },
+            })
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(StartError::Thread {
+                source: std::io::Error::other("the collector's thread ended before it ran"),
+            })
+        }
+    }
 }
 
-/// State shared by the handle, the collector and the endpoint.
+/// The facade's thread, as the collector's thread waits for it to end.
+struct FacadeThread {
+    thread: std::thread::JoinHandle<()>,
+    /// Disconnected when the thread ends.
+    finished: Receiver<()>,
+}
+
+/// The collector's thread: runs `task`, the collector loop, to its end or
+/// to a panic that no stage caught; says how it ended; then waits for the
+/// facade's thread.
+fn run_collector(
+    shared: &Shared,
+    runtime: tokio::runtime::Runtime,
+    task: impl std::future::Future<Output = ()>,
+    facade: FacadeThread,
+) {
+    shared.health.collector_started();
+    // Unwind-safe: what the task owned (the rollup, the kernel view, the
+    // listener) is dropped as a panic unwinds, and the status then says the
+    // thread has ended.
+    let ended = shared
+        .health
+        .run(Stage::Thread, AssertUnwindSafe(|| runtime.block_on(task)));
+    drop(runtime);
+    shared.health.collector_ended(ended.is_ok());
+    if ended.is_err() {
+        // Nobody collects any more: recording would cost the host for
+        // nothing.
+        set_recording(false);
+    }
+    join_facade(facade, shared.stall_after);
+}
+
+/// Waits for the facade's thread to finish its last export, at most
+/// `limit`: a recorder that does not return does not hold up the shutdown.
+/// The thread then ends when the recorder returns.
+fn join_facade(facade: FacadeThread, limit: Duration) {
+    match facade.finished.recv_timeout(limit) {
+        Err(RecvTimeoutError::Timeout) => tracing::warn!(
+            "ferrite-obs: the metrics recorder has not returned for {limit:?}; \
+             its export thread is left to end when it does"
+        ),
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+            let _ = facade.thread.join();
+        }
+    }
+}
+
+/// State shared by the handle, the collector, the facade's thread and the
+/// endpoint.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) snapshot: Latest<Snapshot>,
     stop: Notify,
     /// The endpoint's bound address, when it is on.
-    pub(crate) endpoint: Option<SocketAddr>,
+    endpoint: Option<SocketAddr>,
     /// The kernel view's status after loading.
-    pub(crate) kernel: KernelStatus,
-    pub(crate) config: Config,
+    kernel: KernelStatus,
+    /// What the threads report of themselves.
+    health: Health,
+    /// See [`supervise::stall_threshold`].
+    stall_after: Duration,
+    config: Config,
 }
 
 impl Served for Shared {
@@ -164,16 +296,30 @@ impl Served for Shared {
         self.snapshot.load()
     }
 
-    /// The status while the collector runs.
+    /// The status while the runtime runs, each part as it is now.
     fn status(&self) -> Status {
+        let collector = self
+            .health
+            .collector(self.snapshot.load().sequence, self.stall_after);
         Status {
             enabled: true,
             recording: is_recording(),
-            collector_running: true,
+            collector_running: collector.state == CollectorState::Running,
             rollup_interval: self.config.rollup_interval,
             endpoint: self.endpoint,
-            kernel: self.kernel.clone(),
+            endpoint_listening: self.health.listening(),
+            kernel: if self.kernel.is_active() && !self.health.kernel_attached() {
+                KernelStatus::Off
+            } else {
+                self.kernel.clone()
+            },
+            collector,
+            facade: self.health.facade(self.stall_after),
         }
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
     }
 }
 
@@ -186,26 +332,34 @@ struct Collector {
 
 /// The collector loop: a rollup every interval and a final one on stop, and
 /// the endpoint's accept loop, each connection served by a task of its own.
+/// `ready` is told once the listener is registered (or why it could not be).
 async fn collect(
     shared: Arc<Shared>,
     listener: Option<std::net::TcpListener>,
     kernel: Kernel,
-    done: oneshot::Sender<()>,
+    wake: SyncSender<()>,
+    ready: SyncSender<std::io::Result<()>>,
 ) {
     // Registered with this task's runtime (it needs one to exist).
-    let listener = listener.and_then(|l| TcpListener::from_std(l).ok());
+    let listener = match listener.map(TcpListener::from_std).transpose() {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    shared.health.set_listening(listener.is_some());
+    let _ = ready.send(Ok(()));
     let mut connections = JoinSet::new();
     let mut rollup = Rollup::new(cost::measure_per_call_ns(), kernel);
-    facade::describe();
-    let mut exporter = facade::Exporter::default();
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = ticker.tick() => publish(&shared, &mut exporter, rollup.next(&shared.snapshot.load(), thread_cpu())),
+            _ = ticker.tick() => roll_up(&shared, &mut rollup, &wake),
             () = shared.stop.notified() => {
-                publish(&shared, &mut exporter, rollup.next(&shared.snapshot.load(), thread_cpu()));
+                roll_up(&shared, &mut rollup, &wake);
                 rollup.unload_kernel();
                 break;
             }
@@ -222,15 +376,49 @@ async fn collect(
     // The port is free once the listener is dropped; no connection outlives
     // the runtime.
     drop(listener);
+    shared.health.set_listening(false);
     connections.abort_all();
     while connections.join_next().await.is_some() {}
-    let _ = done.send(());
 }
 
-/// Makes `snapshot` the one readers get, and exports it to `metrics`.
-fn publish(shared: &Shared, exporter: &mut facade::Exporter, snapshot: Snapshot) {
-    exporter.export(&snapshot);
-    shared.snapshot.store(snapshot);
+/// One rollup, as a watched stage: the snapshot made and published, and the
+/// facade's thread woken to export it.
+fn roll_up(shared: &Shared, rollup: &mut Rollup, wake: &SyncSender<()>) {
+    // Unwind-safe: a snapshot is published whole or not at all, and after a
+    // panic the rollup forgets what its fold remembered.
+    let published = shared.health.run(
+        Stage::Rollup,
+        AssertUnwindSafe(|| {
+            let snapshot = rollup.next(&shared.snapshot.load(), thread_cpu());
+            shared.snapshot.store(snapshot);
+        }),
+    );
+    match published {
+        // Full: an export is pending, and reads this snapshot. Disconnected:
+        // the recorder panicked and is called no more.
+        Ok(()) => {
+            let _ = wake.try_send(());
+        }
+        Err(_) => rollup.forget(),
+    }
+}
+
+/// The facade's thread: an export of the latest snapshot after each
+/// rollup, until the collector ends or the recorder panics.
+fn export_to_facade(shared: &Shared, woken: &Receiver<()>) {
+    let mut exporter = facade::Exporter::default();
+    while woken.recv().is_ok() {
+        // Unwind-safe: after a panic the exporter, and the recorder, are
+        // not called again.
+        let exported = shared.health.run(
+            Stage::Facade,
+            AssertUnwindSafe(|| exporter.export(&shared.snapshot.load())),
+        );
+        if exported.is_err() {
+            shared.health.facade_failed();
+            return;
+        }
+    }
 }
 
 /// The next connection; never, without an endpoint.
@@ -276,7 +464,7 @@ impl Handle {
         }
     }
 
-    /// What is on.
+    /// What is on, each part as it is now: see [`Status`].
     pub fn status(&self) -> Status {
         // A forked child's copy of the handle: nothing runs in the child.
         if let (Some(shared), Some(_), false) =
@@ -293,7 +481,10 @@ impl Handle {
                 .as_ref()
                 .map_or(Duration::ZERO, |s| s.config.rollup_interval),
             endpoint: self.endpoint(),
+            endpoint_listening: false,
             kernel: KernelStatus::Off,
+            collector: CollectorStatus::off(),
+            facade: FacadeStatus::off(),
         }
     }
 
@@ -343,5 +534,65 @@ impl Drop for Handle {
             slowlog::disable();
             STARTED.store(false, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_that_escapes_every_stage_ends_the_thread_and_the_status_says_so() {
+        let shared = Shared {
+            snapshot: Latest::new(Snapshot::empty()),
+            stop: Notify::new(),
+            endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            kernel: KernelStatus::Active {
+                kernel: "6.1".to_owned(),
+                attached: Vec::new(),
+                unavailable: Vec::new(),
+            },
+            health: Health::new(true),
+            stall_after: Duration::from_secs(1),
+            config: Config {
+                enabled: true,
+                ..Config::default()
+            },
+        };
+        shared.health.set_listening(true);
+        set_recording(true);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (finished, facade_finished) = mpsc::sync_channel::<()>(0);
+        let facade = FacadeThread {
+            thread: std::thread::spawn(move || drop(finished)),
+            finished: facade_finished,
+        };
+        run_collector(
+            &shared,
+            runtime,
+            async { panic!("out of every stage") },
+            facade,
+        );
+
+        let status = shared.status();
+        match &status.collector.state {
+            CollectorState::Exited { reason } => assert!(
+                reason.starts_with("panicked: out of every stage"),
+                "{reason}"
+            ),
+            other => panic!("the collector is {other:?}"),
+        }
+        assert!(!status.collector_running);
+        assert!(!status.recording, "nobody collects: recording is off");
+        assert!(
+            !status.endpoint_listening,
+            "the listener went with the thread"
+        );
+        assert_eq!(status.kernel, KernelStatus::Off, "so did the programs");
+        assert_eq!(status.collector.panics, 1);
+        let panic = status.collector.last_panic.expect("the panic");
+        assert_eq!(panic.stage, Stage::Thread);
     }
 }

@@ -237,15 +237,121 @@ pub struct Status {
     pub rollup_interval_seconds: f64,
     /// Where the endpoint listens (empty when off).
     pub endpoint: String,
-    /// The kernel view's state.
+    /// Whether the endpoint accepts connections; `None` from a server that
+    /// predates the field.
+    #[serde(default)]
+    pub endpoint_listening: Option<bool>,
+    /// The kernel view's state (`off` once its programs are detached).
     pub kernel: KernelStatus,
+    /// The collector's thread and rollups; `None` from a server that
+    /// predates the field.
+    #[serde(default)]
+    pub collector: Option<CollectorStatus>,
+    /// The export into the `metrics` facade; `None` from a server that
+    /// predates the field.
+    #[serde(default)]
+    pub facade: Option<FacadeStatus>,
+}
+
+/// The collector: the thread that rolls up and serves the endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectorStatus {
+    /// What it is doing, as `state` and that state's fields.
+    #[serde(flatten)]
+    pub state: CollectorState,
+    /// Rollups published since the start.
+    pub rollups: u64,
+    /// Wall-clock time of the last rollup, seconds since the Unix epoch.
+    pub last_rollup_unix_seconds: Option<f64>,
+    /// Time since then.
+    pub last_rollup_age_seconds: Option<f64>,
+    /// Panics caught on the collector's thread.
+    pub panics: u64,
+    /// The latest of them.
+    pub last_panic: Option<CaughtPanic>,
+}
+
+/// What the collector is doing, tagged by `state` (see docs/operations.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum CollectorState {
+    /// Not started.
+    Off,
+    /// Rolling up every interval.
+    Running,
+    /// No rollup has succeeded for longer than the stall threshold, and
+    /// the last one panicked.
+    Failing,
+    /// No rollup for longer than the stall threshold.
+    Stalled {
+        /// The stage that has not returned (`rollup`, `endpoint`), when one
+        /// is running.
+        stage: Option<String>,
+        /// Since when, seconds since the Unix epoch.
+        since_unix_seconds: f64,
+        /// For how long.
+        stalled_seconds: f64,
+    },
+    /// Its thread ended: nothing is rolled up or served.
+    Exited {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The export into the `metrics` facade.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FacadeStatus {
+    /// What it is doing, as `state` and that state's fields.
+    #[serde(flatten)]
+    pub state: FacadeState,
+    /// Exports completed since the start.
+    pub exports: u64,
+    /// Wall-clock time of the last one, seconds since the Unix epoch.
+    pub last_export_unix_seconds: Option<f64>,
+    /// Time since then.
+    pub last_export_age_seconds: Option<f64>,
+    /// Panics caught in the recorder.
+    pub panics: u64,
+    /// The panic, when there was one.
+    pub last_panic: Option<CaughtPanic>,
+}
+
+/// What the facade export is doing, tagged by `state`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum FacadeState {
+    /// Not started.
+    Off,
+    /// Exporting after every rollup.
+    Running,
+    /// One export has not returned for longer than the stall threshold.
+    Stalled {
+        /// Since when, seconds since the Unix epoch.
+        since_unix_seconds: f64,
+        /// For how long.
+        stalled_seconds: f64,
+    },
+    /// The recorder panicked and is called no more.
+    Failed,
+}
+
+/// A panic caught in one of the runtime's stages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaughtPanic {
+    /// `rollup`, `endpoint`, `facade` or `thread`.
+    pub stage: String,
+    /// Its message, and where it was raised when known.
+    pub message: String,
+    /// When, seconds since the Unix epoch.
+    pub at_unix_seconds: f64,
 }
 
 /// The kernel view's state, tagged by `state`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum KernelStatus {
-    /// Not enabled.
+    /// Not enabled, or its programs detached.
     Off,
     /// Not available on this platform or build.
     Unsupported {

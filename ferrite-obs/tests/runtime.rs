@@ -1,7 +1,7 @@
 //! The runtime: a disabled config starts nothing; an enabled one records and
 //! publishes snapshots whose counts equal the calls made, on its own thread or
-//! on the caller's tokio runtime; shutdown leaves no thread behind; a second
-//! start is refused.
+//! on the caller's tokio runtime, and its status says each part runs;
+//! shutdown leaves no thread behind; a second start is refused.
 //!
 //! One runtime per process: the tests take turns.
 
@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferrite_obs::{Config, Handle, probe};
+use ferrite_obs::{CollectorState, Config, FacadeState, Handle, probe};
 use http_client::{get, http, sample};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -37,6 +37,28 @@ fn threads() -> Vec<String> {
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
         .map(|name| name.trim().to_owned())
         .collect()
+}
+
+/// The runtime's threads: the collector, and the facade's export.
+const THREADS: [&str; 2] = ["ferrite-obs", "ferrite-metrics"];
+
+fn runtime_threads() -> Vec<String> {
+    threads()
+        .into_iter()
+        .filter(|t| THREADS.contains(&t.as_str()))
+        .collect()
+}
+
+/// The status, and the sequence of the snapshot published when it was
+/// read (no rollup in between).
+fn status_at_one_rollup(handle: &Handle) -> (ferrite_obs::Status, u64) {
+    loop {
+        let before = handle.snapshot().sequence;
+        let status = handle.status();
+        if handle.snapshot().sequence == before {
+            return (status, before);
+        }
+    }
 }
 
 /// Waits (bounded) for a snapshot that satisfies `done`.
@@ -61,14 +83,12 @@ fn disabled_config_starts_nothing_and_records_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let handle = ferrite_obs::start(Config::default()).expect("a disabled start cannot fail");
     std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        !threads().iter().any(|t| t == "ferrite-obs"),
-        "no collector thread: {:?}",
-        threads()
-    );
+    assert_eq!(runtime_threads(), Vec::<String>::new(), "no runtime thread");
     assert!(!ferrite_obs::is_recording());
     let status = handle.status();
-    assert!(!status.enabled && !status.collector_running);
+    assert!(!status.enabled && !status.collector_running && !status.endpoint_listening);
+    assert_eq!(status.collector.state, CollectorState::Off);
+    assert_eq!(status.facade.state, FacadeState::Off);
     assert!(handle.snapshot().sites.is_empty());
     // A disabled handle does not hold the process's one runtime.
     let second = ferrite_obs::start(Config::default()).expect("disabled twice is fine");
@@ -80,19 +100,22 @@ fn disabled_config_starts_nothing_and_records_nothing() {
 fn enabled_runtime_publishes_exact_counts_and_shuts_down_cleanly() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let handle = ferrite_obs::start(enabled()).expect("start");
+    // `start` returns once the collector's thread runs and listens.
+    let status = handle.status();
+    assert!(status.enabled && status.recording && status.collector_running);
+    assert!(status.endpoint_listening);
+    assert_eq!(status.collector.state, CollectorState::Running);
     // A new thread carries its parent's name until it has set its own.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !threads().iter().any(|t| t == "ferrite-obs") {
+    while runtime_threads().len() < THREADS.len() {
         assert!(
             Instant::now() < deadline,
-            "no collector thread: {:?}",
+            "the runtime's threads: {:?}",
             threads()
         );
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(ferrite_obs::is_recording());
-    let status = handle.status();
-    assert!(status.enabled && status.recording && status.collector_running);
 
     let error = ferrite_obs::start(enabled()).expect_err("one runtime per process");
     assert_eq!(
@@ -121,12 +144,26 @@ fn enabled_runtime_publishes_exact_counts_and_shuts_down_cleanly() {
         "the collector's own thread CPU time"
     );
 
+    // Every part runs, and nothing has panicked.
+    let (status, sequence) = status_at_one_rollup(&handle);
+    let collector = &status.collector;
+    assert_eq!(collector.state, CollectorState::Running);
+    assert_eq!(collector.rollups, sequence);
+    let age = collector.last_rollup_age.expect("a rollup was published");
+    assert!(age < Duration::from_secs(1), "last rollup {age:?} ago");
+    assert!(collector.last_rollup.is_some());
+    assert_eq!((collector.panics, &collector.last_panic), (0, &None));
+    let facade = &status.facade;
+    assert_eq!(facade.state, FacadeState::Running);
+    assert!(facade.exports >= 1, "exported to the no-op recorder");
+    assert_eq!((facade.panics, &facade.last_panic), (0, &None));
+
     support::shutdown(handle);
     assert!(!ferrite_obs::is_recording(), "shutdown turns recording off");
-    assert!(
-        !threads().iter().any(|t| t == "ferrite-obs"),
-        "no collector thread after shutdown: {:?}",
-        threads()
+    assert_eq!(
+        runtime_threads(),
+        Vec::<String>::new(),
+        "no runtime thread after shutdown"
     );
     let again = ferrite_obs::start(enabled()).expect("start again after shutdown");
     support::shutdown(again);
@@ -197,7 +234,7 @@ fn starts_and_stops_from_inside_a_tokio_runtime_without_its_drivers() {
         assert_eq!(get(handle.endpoint().unwrap(), "/status").0, 200);
         handle.shutdown().await;
     });
-    assert!(!threads().iter().any(|t| t == "ferrite-obs"));
+    assert_eq!(runtime_threads(), Vec::<String>::new());
 }
 
 #[test]
@@ -288,6 +325,18 @@ fn endpoint_serves_metrics_promtool_accepts_with_exact_counts() {
     assert_eq!(status, 200);
     let status_json: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
     assert_eq!(status_json["enabled"], true);
+    assert_eq!(status_json["endpoint_listening"], true);
+    assert_eq!(status_json["collector"]["state"], "running");
+    assert_eq!(status_json["collector"]["panics"], 0);
+    assert_eq!(status_json["facade"]["state"], "running");
+    let typed: ferrite_obs::schema::Status =
+        serde_json::from_value(status_json).expect("/status is the schema's Status");
+    let collector = typed.collector.expect("the collector's status");
+    assert_eq!(
+        collector.state,
+        ferrite_obs::schema::CollectorState::Running
+    );
+    assert!(collector.rollups >= 1 && collector.last_rollup_age_seconds.is_some());
 
     // Quantiles agree with the known latencies.
     let snapshot = handle.snapshot();

@@ -170,10 +170,12 @@ impl Rollup {
     /// Reads every site and returns the snapshot of the interval since
     /// `previous`, the one this rollup made last (or the empty one).
     /// `thread_cpu` is the collector thread's CPU time so far.
+    ///
+    /// Nothing of `self` changes before every figure has been made, but for
+    /// the fold's memo: after a panic here, [`Rollup::forget`] it.
     pub(crate) fn next(&mut self, previous: &Snapshot, thread_cpu: Duration) -> Snapshot {
         let started = Instant::now();
         let interval = started.saturating_duration_since(self.last);
-        self.last = started;
         let seconds = interval.as_secs_f64();
         let mut interval_calls = 0u64;
         // Both lists are sorted by site id: one walk through each.
@@ -207,13 +209,14 @@ impl Rollup {
             .collect();
         let kernel = self.kernel.read(&|kind| names.get(&kind).copied());
         let slowlog = slowlog::read();
-        self.sequence += 1;
         let added = Duration::from_secs_f64(
             (interval_calls as f64 * self.instrumentation.per_call_ns / 1e9).min(1e9),
         );
+        let took = started.elapsed();
+        self.last = started;
+        self.sequence += 1;
         self.instrumentation.interval = added;
         self.instrumentation.total += added;
-        let took = started.elapsed();
         self.cost.last_rollup = took;
         self.cost.total_rollup += took;
         self.cost.thread_cpu = thread_cpu;
@@ -231,6 +234,14 @@ impl Rollup {
             instrumentation: self.instrumentation,
             kernel,
         }
+    }
+
+    /// Forgets what the folds remembered, after one that panicked may have
+    /// left it half-updated: the next fold reads every shard whole. Nothing
+    /// recorded is lost (shards hold totals), and the next snapshot's
+    /// interval runs from the last one published.
+    pub(crate) fn forget(&mut self) {
+        self.memo = FoldMemo::default();
     }
 
     /// Detaches the kernel view's programs and frees its maps.

@@ -5,8 +5,11 @@
 //! A client gets 5 seconds and 8 KiB to send its request and 5 seconds to
 //! take the answer; at most 64 connections are served at once and further
 //! ones get `503`. Nothing a client does can stall the collector, which only
-//! accepts connections and hands each to a task of its own.
+//! accepts connections and hands each to a task of its own. Rendering an
+//! answer is a watched stage ([`Stage::Endpoint`]): a panic there is caught,
+//! counted in the status, and answered with `500`.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::collect::snapshot::Snapshot;
-use crate::status::Status as Running;
+use crate::status::{Stage, Status as Running};
+use crate::supervise::Health;
 
 const MAX_REQUEST: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,12 +31,14 @@ pub(crate) trait Served: Send + Sync + 'static {
     fn snapshot(&self) -> Arc<Snapshot>;
     /// What is running now.
     fn status(&self) -> Running;
+    /// Where the renderings are watched.
+    fn health(&self) -> &Health;
 }
 
 /// Serves one connection.
 pub(crate) async fn serve(mut stream: TcpStream, served: Arc<impl Served>) {
     let response = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream)).await {
-        Ok(Ok(request)) => respond(&request, &*served),
+        Ok(Ok(request)) => answer(&request, &*served),
         Ok(Err(status)) => error(status),
         Err(_) => error(Status::Timeout),
     };
@@ -57,6 +63,7 @@ enum Status {
     Timeout,
     TooLarge,
     Busy,
+    Internal,
 }
 
 impl Status {
@@ -68,6 +75,7 @@ impl Status {
             Status::Timeout => "408 Request Timeout",
             Status::TooLarge => "431 Request Header Fields Too Large",
             Status::Busy => "503 Service Unavailable",
+            Status::Internal => "500 Internal Server Error",
         }
     }
 
@@ -79,6 +87,9 @@ impl Status {
             Status::Timeout => "the request took longer than 5 seconds to arrive\n",
             Status::TooLarge => "the request is over 8 KiB\n",
             Status::Busy => "too many connections; retry shortly\n",
+            Status::Internal => {
+                "rendering the answer panicked: the panic is in /status (collector.last_panic)\n"
+            }
         }
     }
 }
@@ -124,6 +135,19 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, Status> {
     }
 }
 
+/// The answer to `request`, rendered as a run of [`Stage::Endpoint`].
+fn answer(request: &Request, served: &impl Served) -> Vec<u8> {
+    served
+        .health()
+        // Unwind-safe: rendering makes a new answer from the shared state,
+        // which it only reads.
+        .run(
+            Stage::Endpoint,
+            AssertUnwindSafe(|| respond(request, served)),
+        )
+        .unwrap_or_else(|_| error(Status::Internal))
+}
+
 fn respond(request: &Request, served: &impl Served) -> Vec<u8> {
     if request.method != "GET" {
         return error(Status::MethodNotAllowed);
@@ -165,4 +189,54 @@ fn error(status: Status) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Served state whose every reading panics.
+    struct Broken(Health);
+
+    impl Served for Broken {
+        fn snapshot(&self) -> Arc<Snapshot> {
+            panic!("no snapshot today")
+        }
+
+        fn status(&self) -> Running {
+            panic!("no status today")
+        }
+
+        fn health(&self) -> &Health {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn a_panic_while_rendering_is_answered_with_500_and_counted() {
+        let served = Broken(Health::new(false));
+        let get = |path: &str| Request {
+            method: "GET".to_owned(),
+            path: path.to_owned(),
+        };
+        for (n, path) in ["/metrics", "/snapshot", "/metrics"]
+            .into_iter()
+            .enumerate()
+        {
+            let response = String::from_utf8(answer(&get(path), &served)).unwrap();
+            assert!(
+                response.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+                "{response}"
+            );
+            let status = served.0.collector(0, Duration::from_secs(1));
+            assert_eq!(status.panics, n as u64 + 1);
+            let panic = status.last_panic.expect("the panic");
+            assert_eq!(panic.stage, crate::status::Stage::Endpoint);
+            assert!(
+                panic.message.starts_with("no snapshot today"),
+                "{}",
+                panic.message
+            );
+        }
+    }
 }

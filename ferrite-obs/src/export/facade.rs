@@ -16,6 +16,11 @@
 //! integer counters cannot carry: busy time (only in `/metrics`) and the
 //! collector's CPU time (a gauge, `ferrite_obs_collector_cpu_seconds`).
 //! Without a recorder installed, every call here is a no-op.
+//!
+//! Everything here calls into the recorder, which is foreign code: the
+//! runtime runs it on a thread of its own, as a watched stage
+//! ([`Stage::Facade`](crate::status::Stage)), so that a recorder that
+//! blocks or panics holds up nothing else.
 
 use metrics::{Label, Unit};
 
@@ -23,7 +28,7 @@ use crate::collect::snapshot::{SiteSnapshot, Snapshot};
 use crate::export::prometheus::{Family, SITE_FAMILIES};
 
 /// Gives the installed recorder the help text and unit of every metric.
-pub(crate) fn describe() {
+fn describe() {
     for prefix in ["probe", "command"] {
         for family in SITE_FAMILIES {
             let name = format!("ferrite_{prefix}_{}", family.name);
@@ -73,11 +78,12 @@ pub(crate) fn describe() {
     crate::export::kernel::describe();
 }
 
-/// The collector's handles into the `metrics` recorder: each site's metrics
+/// The export's handles into the `metrics` recorder: each site's metrics
 /// are registered once (a name formatted, labels built, a key hashed and
 /// looked up per metric) and then only updated, which costs a rollup a few
-/// nanoseconds per metric rather than that registration. Registered afresh,
-/// with their descriptions, when another recorder has been installed since.
+/// nanoseconds per metric rather than that registration. Described and
+/// registered at the first export, and afresh when another recorder has
+/// been installed since.
 #[derive(Default)]
 pub(crate) struct Exporter {
     /// The address of the recorder the handles belong to.
@@ -140,9 +146,7 @@ impl Exporter {
     pub(crate) fn export(&mut self, snapshot: &Snapshot) {
         let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
         if self.recorder != Some(recorder) {
-            if self.recorder.is_some() {
-                describe();
-            }
+            describe();
             self.recorder = Some(recorder);
             self.sites.clear();
             self.kernel = crate::export::kernel::KernelHandles::default();

@@ -2,13 +2,15 @@
 //! `/slowlog`: each snapshot figure put into its [`schema`](crate::schema)
 //! type, then serialised.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::format::json_string;
 use crate::collect::snapshot::{SiteSnapshot, Snapshot};
 use crate::core::figures::site_counters;
 use crate::schema::{self, SCHEMA_VERSION};
-use crate::status::Status;
+use crate::status::{
+    CaughtPanic, CollectorState, CollectorStatus, FacadeState, FacadeStatus, Status,
+};
 
 /// `/status`: what is running.
 pub(crate) fn status(status: &Status) -> String {
@@ -19,8 +21,70 @@ pub(crate) fn status(status: &Status) -> String {
         collector_running: status.collector_running,
         rollup_interval_seconds: status.rollup_interval.as_secs_f64(),
         endpoint: status.endpoint.map_or_else(String::new, |a| a.to_string()),
+        endpoint_listening: Some(status.endpoint_listening),
         kernel: super::kernel::status_document(&status.kernel),
+        collector: Some(collector(&status.collector)),
+        facade: Some(facade(&status.facade)),
     })
+}
+
+fn collector(collector: &CollectorStatus) -> schema::CollectorStatus {
+    schema::CollectorStatus {
+        state: match &collector.state {
+            CollectorState::Off => schema::CollectorState::Off,
+            CollectorState::Running => schema::CollectorState::Running,
+            CollectorState::Failing => schema::CollectorState::Failing,
+            CollectorState::Stalled {
+                stage,
+                since,
+                duration,
+            } => schema::CollectorState::Stalled {
+                stage: stage.map(|s| s.as_str().to_owned()),
+                since_unix_seconds: unix_seconds(*since),
+                stalled_seconds: duration.as_secs_f64(),
+            },
+            CollectorState::Exited { reason } => schema::CollectorState::Exited {
+                reason: reason.clone(),
+            },
+        },
+        rollups: collector.rollups,
+        last_rollup_unix_seconds: collector.last_rollup.map(unix_seconds),
+        last_rollup_age_seconds: collector.last_rollup_age.map(|d| d.as_secs_f64()),
+        panics: collector.panics,
+        last_panic: collector.last_panic.as_ref().map(caught),
+    }
+}
+
+fn facade(facade: &FacadeStatus) -> schema::FacadeStatus {
+    schema::FacadeStatus {
+        state: match &facade.state {
+            FacadeState::Off => schema::FacadeState::Off,
+            FacadeState::Running => schema::FacadeState::Running,
+            FacadeState::Stalled { since, duration } => schema::FacadeState::Stalled {
+                since_unix_seconds: unix_seconds(*since),
+                stalled_seconds: duration.as_secs_f64(),
+            },
+            FacadeState::Failed => schema::FacadeState::Failed,
+        },
+        exports: facade.exports,
+        last_export_unix_seconds: facade.last_export.map(unix_seconds),
+        last_export_age_seconds: facade.last_export_age.map(|d| d.as_secs_f64()),
+        panics: facade.panics,
+        last_panic: facade.last_panic.as_ref().map(caught),
+    }
+}
+
+fn caught(panic: &CaughtPanic) -> schema::CaughtPanic {
+    schema::CaughtPanic {
+        stage: panic.stage.as_str().to_owned(),
+        message: panic.message.clone(),
+        at_unix_seconds: unix_seconds(panic.at),
+    }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `/snapshot`: every site's totals and last interval, and the kernel view.
@@ -97,10 +161,7 @@ pub(crate) fn slowlog(snapshot: &Snapshot) -> String {
             .map(|entry| schema::SlowEntry {
                 id: entry.id,
                 command: entry.command.to_owned(),
-                started_at_unix_seconds: entry
-                    .started_at
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
+                started_at_unix_seconds: unix_seconds(entry.started_at),
                 duration_ns: nanos(entry.duration),
                 busy_ns: nanos(entry.busy),
                 error: entry.error,

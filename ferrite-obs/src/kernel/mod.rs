@@ -71,7 +71,8 @@ pub fn tag_sqe(user_data: u64) {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KernelStatus {
-    /// `ebpf.enabled = false`, or the runtime is disabled.
+    /// `ebpf.enabled = false`, the runtime is disabled, or the programs
+    /// have been detached (the collector's thread has ended).
     Off,
     /// This build or platform has no kernel view.
     Unsupported {
