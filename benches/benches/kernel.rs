@@ -177,14 +177,7 @@ fn map_entries() -> String {
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let mut figures = Vec::new();
-    for name in [
-        "inflight",
-        "commands",
-        "io_stats",
-        "offcpu",
-        "threads",
-        "switched_out",
-    ] {
+    for name in ["inflight", "commands", "io_stats", "offcpu", "threads"] {
         let Some(at) = text.find(&format!("\"name\":\"{name}\"")) else {
             continue;
         };

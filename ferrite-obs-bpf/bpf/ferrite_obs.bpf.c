@@ -137,12 +137,6 @@ struct {
 	__type(value, struct fo_command);
 } commands SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, struct fo_switch);
-} switched_out SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -656,27 +650,25 @@ int fo_cqe_overflow(void *tp)
 
 /*
  * Off-CPU time. At a switch-out the current task is `prev`: if it belongs to
- * the process and its current-command cell names a command, note the switch.
- * The matching switch-in is found by `next`'s pid (only the process's
- * threads are in `switched_out`). `preempt` and `prev_state` say whether
- * `prev` was preempted or went to sleep.
+ * the process and its current-command cell names a command, note the switch
+ * in its registration. The matching switch-in is `next`'s, found by its
+ * registration. `preempt` and `prev_state` say whether `prev` was preempted
+ * or went to sleep.
  */
-static __always_inline int switch_task(int preempt, struct task_struct *next_task,
-				       unsigned int prev_state)
+static __always_inline int switch_task(int preempt, struct task_struct *prev_task,
+				       struct task_struct *next_task, unsigned int prev_state)
 {
 	/* Runs on every switch of the machine: the clock is read only for one
 	 * of the process's threads, and at most once. */
 	__u64 now = 0;
 
 	__u32 next = next_task->pid;
-	/* Only the process's threads are in `switched_out`: a field read
-	 * spares every other switch of the machine the hash lookup. */
-	struct fo_switch *out = (__u32)next_task->tgid == target_tgid
-					? bpf_map_lookup_elem(&switched_out, &next)
-					: 0;
-	if (out) {
-		struct fo_switch was = *out;
-		bpf_map_delete_elem(&switched_out, &next);
+	/* Only the process's threads have registrations: a field read spares
+	 * every other switch of the machine the lookup. */
+	struct fo_thread *in = (__u32)next_task->tgid == target_tgid ? thread_of(next) : 0;
+	if (in && in->switched.command) {
+		struct fo_switch was = in->switched;
+		in->switched.command = 0;
 		count(FO_C_SWITCH_INS);
 		now = bpf_ktime_get_ns();
 		__u64 away = now > was.at_ns ? now - was.at_ns : 0;
@@ -720,9 +712,10 @@ static __always_inline int switch_task(int preempt, struct task_struct *next_tas
 		}
 	}
 
-	__u32 prev;
-	if (!current_target(&prev))
+	/* The task being switched out, as the tracepoint names it. */
+	if ((__u32)prev_task->tgid != target_tgid)
 		return 0;
+	__u32 prev = prev_task->pid;
 	struct fo_thread *thread = thread_of(prev);
 	if (!thread || !thread->current)
 		return 0;
@@ -735,13 +728,10 @@ static __always_inline int switch_task(int preempt, struct task_struct *next_tas
 		return 0;
 	/* Blocked: it went to sleep (a sleeping state in prev_state's low
 	 * byte: S, D, ...) rather than being preempted. */
-	struct fo_switch switch_out = {
-		.at_ns = now ? now : bpf_ktime_get_ns(),
-		.command = current.command,
-		.kind = (__u32)current.kind,
-		.blocked = !preempt && (prev_state & 0xff) != 0,
-	};
-	bpf_map_update_elem(&switched_out, &prev, &switch_out, BPF_ANY);
+	thread->switched.at_ns = now ? now : bpf_ktime_get_ns();
+	thread->switched.kind = (__u32)current.kind;
+	thread->switched.blocked = !preempt && (prev_state & 0xff) != 0;
+	thread->switched.command = current.command;
 	count(FO_C_SWITCH_OUTS);
 	return 0;
 }
@@ -751,8 +741,8 @@ static __always_inline int switch_task(int preempt, struct task_struct *next_tas
 SEC("tp_btf/sched_switch")
 int fo_switch(__u64 *args)
 {
-	return switch_task((__u8)args[0] != 0, (struct task_struct *)args[2],
-			   (unsigned int)args[3]);
+	return switch_task((__u8)args[0] != 0, (struct task_struct *)args[1],
+			   (struct task_struct *)args[2], (unsigned int)args[3]);
 }
 
 /* sched_switch(bool preempt, struct task_struct *prev,
@@ -767,5 +757,5 @@ int fo_switch_task(__u64 *args)
 		state = prev->__state;
 	else
 		state = (unsigned int)((struct task_struct___state *)prev)->state;
-	return switch_task((__u8)args[0] != 0, (struct task_struct *)args[2], state);
+	return switch_task((__u8)args[0] != 0, prev, (struct task_struct *)args[2], state);
 }

@@ -57,6 +57,15 @@ struct fo_current {
 	__u64 kind;
 };
 
+/* A switch-out of a thread inside a command's poll, pending until the
+ * thread's next switch-in (`command` 0: none). */
+struct fo_switch {
+	__u64 at_ns;
+	__u64 command;
+	__u32 kind;
+	__u32 blocked;
+};
+
 /* Map `threads` (tid -> registration): a thread's slot table and its
  * current-command cell. A hash that never evicts: entries leave when their
  * thread exits. */
@@ -65,6 +74,11 @@ struct fo_thread {
 	__u64 current;  /* address of a struct fo_current, or 0 */
 	__u64 last_seq; /* seq of the last slot read; the programs write it,
 			   a registration (userspace) resets it to 0 */
+	/* The thread's pending switch-out: written by its switch-out inside a
+	 * command's poll, consumed by its next switch-in (the two never run at
+	 * once for one thread); a registration resets it to 0. Kept with the
+	 * registration, so that no map can evict it. */
+	struct fo_switch switched;
 };
 
 /* Map `registrations`: registrations direct-mapped by thread id, an array
@@ -199,13 +213,6 @@ static inline __u64 fo_command_tag(__u64 command)
 	return (command >> FO_COMMAND_BITS) & 0xffff;
 }
 
-/* Map `switched_out` (tid -> pending switch-out inside a command's poll). */
-struct fo_switch {
-	__u64 at_ns;
-	__u64 command;
-	__u32 kind;
-	__u32 blocked;
-};
 
 /* Indices of the per-CPU `counters` array. */
 enum fo_counter {

@@ -54,6 +54,23 @@ pub struct ThreadRegistration {
     /// `seq` of the last slot the programs read for this thread; a
     /// registration writes 0.
     pub last_seq: u64,
+    /// The thread's switch-out inside a command's poll, pending until its
+    /// next switch-in; a registration writes 0.
+    pub switched: SwitchOut,
+}
+
+/// A pending switch-out (`struct fo_switch`), in a thread's registration.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwitchOut {
+    /// `bpf_ktime_get_ns()` at the switch-out.
+    pub at_ns: u64,
+    /// The command whose poll was switched out; 0: none pending.
+    pub command: u64,
+    /// Its kind.
+    pub kind: u32,
+    /// Whether the thread was sleeping (1) or preempted (0).
+    pub blocked: u32,
 }
 
 /// Bits of a `registrations` index.
@@ -257,20 +274,6 @@ pub struct CommandFigures {
     pub blocked_ns: u64,
     /// Time its polls spent switched out runnable.
     pub preempted_ns: u64,
-}
-
-/// Value of the `switched_out` map (`struct fo_switch`), keyed by thread id.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SwitchOut {
-    /// `bpf_ktime_get_ns()` at the switch-out.
-    pub at_ns: u64,
-    /// The command whose poll was switched out.
-    pub command: u64,
-    /// Its kind.
-    pub kind: u32,
-    /// Whether the thread was sleeping (1) or preempted (0).
-    pub blocked: u32,
 }
 
 /// Indices of the per-CPU `counters` array (`enum fo_counter`).

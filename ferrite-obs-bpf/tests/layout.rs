@@ -25,7 +25,7 @@ fn facts() -> Vec<(String, usize)> {
     layout! {
         fo_slot = Slot { user_data = user_data, command = command, seq = seq, kind = kind, generation = generation }
         fo_current = Current { command = command, kind = kind }
-        fo_thread = ThreadRegistration { table = table, current = current, last_seq = last_seq }
+        fo_thread = ThreadRegistration { table = table, current = current, last_seq = last_seq, switched = switched }
         fo_registration = Registration { thread = thread, tid = tid, _pad = _pad }
         fo_inflight = Inflight {
             req = req, command = command, submit_ns = submit_ns, ctx = ctx, kind = kind, tid = tid,

@@ -849,28 +849,37 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
     for _ in 0..CALLS {
         sleepy(SLEEP);
     }
-    let kernel = wait_for(&handle, "the off-CPU time of SLEEPY", |k| {
+    // A switch-out the programs never matched with its switch-in (see
+    // "Known limits" in docs/operations.md) is counted, not lost silently:
+    // every call's blocking poll is seen or counted so.
+    let unmatched = |k: &KernelSnapshot| k.counters.switch_outs - k.counters.switch_ins;
+    let long_blocks = |k: &KernelSnapshot| {
         k.off_cpu
             .iter()
-            .any(|o| o.command == Some("SLEEPY") && o.long_blocks >= u64::from(CALLS))
+            .find(|o| o.command == Some("SLEEPY"))
+            .map_or(0, |o| o.long_blocks)
+    };
+    let kernel = wait_for(&handle, "the off-CPU time of SLEEPY", |k| {
+        long_blocks(k) + unmatched(k) >= u64::from(CALLS)
     });
+    let unmatched = unmatched(&kernel);
     let sleepy = kernel
         .off_cpu
         .iter()
         .find(|o| o.command == Some("SLEEPY"))
         .unwrap();
     assert!(
-        sleepy.blocked >= SLEEP * CALLS,
+        sleepy.blocked >= SLEEP * sleepy.long_blocks as u32,
         "each call slept {SLEEP:?}: {sleepy:?}"
     );
     assert!(
         sleepy.blocked < SLEEP * CALLS * 20,
         "blocked time is the sleeps', not more: {sleepy:?}"
     );
-    assert_eq!(
-        sleepy.long_blocks,
-        u64::from(CALLS),
-        "one blocking poll per call"
+    assert!(
+        sleepy.long_blocks <= u64::from(CALLS)
+            && sleepy.long_blocks + unmatched >= u64::from(CALLS),
+        "one blocking poll per call, seen or counted unmatched ({unmatched}): {sleepy:?}"
     );
     let logged = kernel
         .recent_events
@@ -883,7 +892,21 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
         kernel.recent_events
     );
     // Each call's slow-log entry says where its time went: asleep.
-    let slowlog = handle.snapshot().slowlog.clone();
+    // The last call's entry may reach the log a rollup after its off-CPU
+    // time reached the kernel figures.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let slowlog = loop {
+        let slowlog = handle.snapshot().slowlog.clone();
+        let logged = slowlog
+            .entries
+            .iter()
+            .filter(|e| e.command == "SLEEPY")
+            .count();
+        if logged >= CALLS as usize || Instant::now() > deadline {
+            break slowlog;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let calls: Vec<_> = slowlog
         .entries
         .iter()
@@ -891,10 +914,21 @@ fn off_cpu_time_is_charged_to_the_command_that_blocked() {
         .collect();
     assert_eq!(calls.len() as u64, u64::from(CALLS), "{slowlog:?}");
     assert_eq!(slowlog.dropped, 0, "{slowlog:?}");
+    let idle = calls
+        .iter()
+        .filter(|e| e.kernel.is_some_and(|k| k.off_cpu.is_zero()))
+        .count() as u64;
+    assert!(
+        idle <= unmatched,
+        "{idle} calls without off-CPU time: {slowlog:?}"
+    );
     for entry in calls {
         let kernel = entry
             .kernel
             .unwrap_or_else(|| panic!("no kernel breakdown: {entry:?}"));
+        if kernel.off_cpu.is_zero() {
+            continue;
+        }
         assert!(kernel.off_cpu >= SLEEP, "{entry:?}");
         // Within the duration, up to the rate difference of the two clocks
         // (the kernel's and the calibrated TSC; under emulation, as in the
@@ -1346,7 +1380,23 @@ fn assert_every_entry_kept(handle: &Handle, command: &str, expected: usize, slep
         without.len(),
         without.first()
     );
-    for entry in entries {
+    // Every command slept, so each has off-CPU time of its own, except (on
+    // a burst of threads) a few whose sleep's switch-out the programs never
+    // matched with its switch-in: at most 5 % (see "Known limits" in
+    // docs/operations.md). Figures kept by another command, or none kept at
+    // all, would fail far beyond that.
+    let idle: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kernel.unwrap().off_cpu.is_zero())
+        .map(|e| e.id)
+        .collect();
+    assert!(
+        idle.len() <= expected.div_ceil(20),
+        "{} of {expected} {command} entries show no off-CPU time: ids {idle:x?}; kernel counters: {:#?}",
+        idle.len(),
+        handle.snapshot().kernel.as_ref().map(|k| k.counters)
+    );
+    for entry in entries.iter().filter(|e| !idle.contains(&e.id)) {
         let kernel = entry.kernel.unwrap();
         // The command's own figures: another command's would add a whole
         // sleep, lost ones would leave none. Within half a sleep either way,
@@ -1357,7 +1407,8 @@ fn assert_every_entry_kept(handle: &Handle, command: &str, expected: usize, slep
         // switching out.
         assert!(
             kernel.off_cpu >= slept / 2 && kernel.off_cpu <= entry.duration + slept / 2,
-            "each {command} slept {slept:?}: {entry:?}"
+            "each {command} slept {slept:?}: {entry:?}; kernel counters: {:#?}",
+            handle.snapshot().kernel.as_ref().map(|k| k.counters)
         );
     }
 }

@@ -447,6 +447,7 @@ impl Sim {
             table: if self.table { TABLE } else { 0 },
             current: CURRENT,
             last_seq: 0,
+            switched: Default::default(),
         });
         self.last_seq_writer = None;
         self.registrations += 1;

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwapOption;
-use ferrite_obs_bpf::{REGISTRATIONS, Registration, SLOTS, Slot, ThreadRegistration};
+use ferrite_obs_bpf::{REGISTRATIONS, Registration, SLOTS, Slot, SwitchOut, ThreadRegistration};
 
 use super::mapped::Region;
 
@@ -58,12 +58,14 @@ static REGISTRATION_ARRAY: Region = Region::new();
 /// parent's, and no thread of the child may touch them, even as it exits.
 static FORKED: AtomicBool = AtomicBool::new(false);
 
-/// `struct fo_registration` as shared memory: the programs write `last_seq`.
+/// `struct fo_registration` as shared memory: the programs write `last_seq`
+/// and `switched` (a pending switch-out: at, command, kind and blocked).
 #[repr(C)]
 struct Entry {
     table: AtomicU64,
     current: AtomicU64,
     last_seq: AtomicU64,
+    switched: [AtomicU64; 3],
     tid: AtomicU32,
     _pad: u32,
 }
@@ -375,6 +377,7 @@ impl ThreadState {
             table,
             current: crate::core::command::current_cell_address(),
             last_seq: 0,
+            switched: SwitchOut::default(),
         };
         let tid = gettid();
         // The thread's entry of `registrations`, unless another thread holds
@@ -385,6 +388,9 @@ impl ThreadState {
             entry.table.store(registration.table, Ordering::Relaxed);
             entry.current.store(registration.current, Ordering::Relaxed);
             entry.last_seq.store(0, Ordering::Relaxed);
+            for word in &entry.switched {
+                word.store(0, Ordering::Relaxed);
+            }
             self.claimed.set(generation);
             self.registered.set(generation);
             return;
@@ -416,9 +422,12 @@ impl Drop for ThreadState {
             let tid = gettid();
             if self.claimed.get() == generation {
                 let entry = registrar.entry(tid);
-                entry.table.store(0, Ordering::Relaxed);
-                entry.current.store(0, Ordering::Relaxed);
-                entry.tid.store(0, Ordering::Release);
+                // Only while it is still this thread's.
+                if entry.tid.load(Ordering::Acquire) == tid {
+                    entry.table.store(0, Ordering::Relaxed);
+                    entry.current.store(0, Ordering::Relaxed);
+                    entry.tid.store(0, Ordering::Release);
+                }
             } else {
                 delete(&registrar.threads_map, tid);
             }
