@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 fixture=fixtures/min-versions
 status=0
 for name in arc-swap libc metrics pin-project-lite quanta serde thiserror tokio \
-    tokio-uring toml tracing usdt aya aya-obj; do
+    tokio-uring toml tracing aya aya-obj; do
     declared=$(sed -nE "s/^$name = (\{ version = )?\"=?([0-9.]+)\".*/\2/p" Cargo.toml)
     pinned=$(awk -v n="$name" '$0 == "name = \"" n "\"" { getline; gsub(/"|\+.*/, "", $3); print $3 }' \
         "$fixture/Cargo.lock")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, clippy with -D warnings,
-# the loom models, a library author's build (default features) and the
-# lowest declared dependency versions, every test of the workspace
+# the loom models, a library author's build (default features), two
+# semver-incompatible copies of ferrite-obs in one binary, the lowest
+# declared dependency versions, every test of the workspace
 # (kernel-facing tests included and required) and the trybuild UI tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ RUSTFLAGS="--cfg loom" cargo test --quiet -p ferrite-obs --release --lib \
 
 echo "== a library author's build: default features, no runtime crates, no clang"
 scripts/library-deps.sh
+
+echo "== two semver-incompatible copies of ferrite-obs in one binary, traced by bpftrace"
+scripts/two-copies.sh
 
 echo "== the lowest declared dependency versions"
 scripts/min-versions.sh
