@@ -78,7 +78,7 @@ static MOVED_THREADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 
 /// Threads that have recorded on the shared slot (every exclusive one
 /// taken), and how many of them have since moved to an exclusive slot.
-#[cfg(not(loom))]
+#[cfg(all(not(loom), any(test, feature = "runtime")))]
 pub(crate) fn shared_threads() -> (u64, u64) {
     (
         SHARED_THREADS.load(std::sync::atomic::Ordering::Relaxed),

@@ -399,6 +399,7 @@ kernel_counters! {
 
 /// A command site's name and module, as the kernel figures of its kind
 /// carry them.
+#[cfg(feature = "runtime")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CommandName {
     pub(crate) name: &'static str,
