@@ -1349,6 +1349,17 @@ fn burst(sleep: Duration) {
 #[probe(command, name = "INSTANT", skip_all)]
 fn instant() {}
 
+/// Starts the runtime with the slow log taking every command (4,096 kept),
+/// for a test of per-command off-CPU time.
+fn start_logging_every_command(test: &str) -> Option<Handle> {
+    let config = Config {
+        slow_threshold: Duration::from_millis(1),
+        slowlog_len: 4096,
+        ..config()
+    };
+    start_with(test, config, &[KernelFigure::OffCpu])
+}
+
 /// Every slow-log entry of `command`: as many as `expected`, none dropped,
 /// each with a kernel breakdown of its own that holds at least `slept`
 /// off-CPU.
@@ -1421,15 +1432,8 @@ fn assert_every_entry_kept(handle: &Handle, command: &str, expected: usize, slep
 #[test]
 fn commands_on_hundreds_of_threads_each_keep_their_kernel_breakdown() {
     let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    let config = Config {
-        slow_threshold: Duration::from_millis(1),
-        slowlog_len: 4096,
-        ..config()
-    };
-    let Some(handle) = start_with(
+    let Some(handle) = start_logging_every_command(
         "commands_on_hundreds_of_threads_each_keep_their_kernel_breakdown",
-        config,
-        &[KernelFigure::OffCpu],
     ) else {
         return;
     };
@@ -1559,16 +1563,9 @@ fn nix_read(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> isize {
 fn a_forked_child_never_touches_the_parents_attribution() {
     const REGISTRATIONS: u32 = ferrite_obs_bpf::REGISTRATIONS as u32;
     let _turn = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    let config = Config {
-        slow_threshold: Duration::from_millis(1),
-        slowlog_len: 4096,
-        ..config()
-    };
-    let Some(handle) = start_with(
-        "a_forked_child_never_touches_the_parents_attribution",
-        config,
-        &[KernelFigure::OffCpu],
-    ) else {
+    let Some(handle) =
+        start_logging_every_command("a_forked_child_never_touches_the_parents_attribution")
+    else {
         return;
     };
     const SLEEP: Duration = Duration::from_millis(10);
