@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
-use tokio::task::JoinSet;
 
 use crate::call::recording::{is_recording, set_recording};
 use crate::call::slowlog;
@@ -308,6 +307,7 @@ impl Served for Shared {
             rollup_interval: self.config.rollup_interval,
             endpoint: self.endpoint,
             endpoint_listening: self.health.listening(),
+            endpoint_evicted: self.health.evicted(),
             kernel: if self.kernel.is_active() && !self.health.kernel_attached() {
                 KernelStatus::Off
             } else {
@@ -350,7 +350,7 @@ async fn collect(
     };
     shared.health.set_listening(listener.is_some());
     let _ = ready.send(Ok(()));
-    let mut connections = JoinSet::new();
+    let mut connections = endpoint::Connections::new();
     let mut rollup = Rollup::new(cost::measure_per_call_ns(), kernel);
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -364,12 +364,7 @@ async fn collect(
                 break;
             }
             Some(stream) = accept(listener.as_ref()) => {
-                while connections.try_join_next().is_some() {}
-                if connections.len() < endpoint::MAX_CONNECTIONS {
-                    connections.spawn(endpoint::serve(stream, Arc::clone(&shared)));
-                } else {
-                    connections.spawn(endpoint::refuse(stream));
-                }
+                connections.admit(stream, &shared);
             }
         }
     }
@@ -377,8 +372,7 @@ async fn collect(
     // the runtime.
     drop(listener);
     shared.health.set_listening(false);
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
+    connections.close().await;
 }
 
 /// One rollup, as a watched stage: the snapshot made and published, and the
@@ -482,6 +476,7 @@ impl Handle {
                 .map_or(Duration::ZERO, |s| s.config.rollup_interval),
             endpoint: self.endpoint(),
             endpoint_listening: false,
+            endpoint_evicted: 0,
             kernel: KernelStatus::Off,
             collector: CollectorStatus::off(),
             facade: FacadeStatus::off(),

@@ -241,6 +241,10 @@ pub struct Status {
     /// predates the field.
     #[serde(default)]
     pub endpoint_listening: Option<bool>,
+    /// Connections closed while still sending their request, to make room
+    /// for a new one.
+    #[serde(default)]
+    pub endpoint_evicted: u64,
     /// The kernel view's state (`off` once its programs are detached).
     pub kernel: KernelStatus,
     /// The collector's thread and rollups; `None` from a server that

@@ -28,6 +28,9 @@ pub struct Status {
     pub endpoint: Option<SocketAddr>,
     /// Whether the endpoint accepts connections now.
     pub endpoint_listening: bool,
+    /// Connections the endpoint closed while they were still sending their
+    /// request, to make room for a new one (all 64 being taken).
+    pub endpoint_evicted: u64,
     /// The kernel view: off, active (its programs attached), or degraded
     /// and why. `Off` once its programs are detached.
     pub kernel: KernelStatus,

@@ -131,6 +131,8 @@ pub(crate) struct Health {
     facade_failed: AtomicBool,
     /// Whether the endpoint's listener is open.
     listening: AtomicBool,
+    /// Connections the endpoint closed to make room (see `endpoint`).
+    evicted: AtomicU64,
     /// Whether the kernel view's programs are attached.
     kernel_attached: AtomicBool,
 }
@@ -147,6 +149,7 @@ impl Health {
             collector_since: AtomicU64::new(0),
             facade_failed: AtomicBool::new(false),
             listening: AtomicBool::new(false),
+            evicted: AtomicU64::new(0),
             kernel_attached: AtomicBool::new(kernel_attached),
         }
     }
@@ -213,6 +216,14 @@ impl Health {
         self.kernel_attached.store(false, Relaxed);
         self.collector
             .store(if requested { STOPPED } else { EXITED }, Relaxed);
+    }
+
+    pub(crate) fn evicted_one(&self) {
+        self.evicted.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(Relaxed)
     }
 
     pub(crate) fn set_listening(&self, listening: bool) {

@@ -617,3 +617,71 @@ fn commands_that_share_a_name_are_series_apart_by_module() {
     assert_eq!(series, 3, "{metrics}");
     support::shutdown(handle);
 }
+
+/// 200 hostile connections held open against the endpoint (idle ones, ones
+/// that trickle a request a byte at a time, ones that send garbage without
+/// an end): a scraper still gets `200` for each of ten scrapes, each within
+/// 100 ms, because each connection beyond the 64 closes the oldest one
+/// still sending its request; the status counts exactly those.
+#[test]
+fn a_scraper_is_served_at_once_beside_200_hostile_connections() {
+    use std::io::Write;
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let handle = ferrite_obs::start(enabled()).expect("start");
+    let addr = handle.endpoint().expect("the endpoint is on");
+    const HOSTILE: usize = 200;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut held = Vec::new();
+    let mut tricklers = Vec::new();
+    for i in 0..HOSTILE {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        match i % 3 {
+            0 => {}
+            1 => {
+                let stop = stop.clone();
+                let mut stream = stream.try_clone().unwrap();
+                tricklers.push(std::thread::spawn(move || {
+                    for byte in b"GET /metrics HTTP/1.1\r\nHost: x".iter().cycle() {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || stream.write_all(&[*byte]).is_err()
+                        {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }));
+            }
+            _ => {
+                let _ = stream.write_all(&[0xff, 0x00, b'G', b'E', 0x7f, b'x', b'y']);
+            }
+        }
+        held.push(stream);
+    }
+    // Every hostile connection accepted: the first 64 took the slots, each
+    // later one closed the oldest still reading.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while handle.status().endpoint_evicted < (HOSTILE - 64) as u64 {
+        assert!(Instant::now() < deadline, "{:?}", handle.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for scrape in 0..10 {
+        let started = Instant::now();
+        let (status, metrics) = get(addr, "/metrics");
+        let took = started.elapsed();
+        assert_eq!(status, 200, "scrape {scrape}");
+        assert!(metrics.contains("ferrite_obs_rollups_total"));
+        assert!(
+            took < Duration::from_millis(100),
+            "scrape {scrape} took {took:?}"
+        );
+    }
+    // One more for the first scrape's slot; the later ones found the slot
+    // it left.
+    assert_eq!(handle.status().endpoint_evicted, (HOSTILE - 64 + 1) as u64);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(held);
+    for trickler in tricklers {
+        trickler.join().unwrap();
+    }
+    support::shutdown(handle);
+}

@@ -3,18 +3,25 @@
 //!
 //! Deliberately small: one request per connection, answered then closed.
 //! A client gets 5 seconds and 8 KiB to send its request and 5 seconds to
-//! take the answer; at most 64 connections are served at once and further
-//! ones get `503`. Nothing a client does can stall the collector, which only
+//! take the answer; at most 64 connections are open at once. When all 64
+//! are taken, a new connection closes the oldest one still sending its
+//! request (idle, trickling or garbled: counted in the status as evicted),
+//! so connections that hold their slot without asking cannot keep a
+//! scraper out; only when all 64 are being answered does a new one get
+//! `503`. Nothing a client does can stall the collector, which only
 //! accepts connections and hands each to a task of its own. Rendering an
 //! answer is a watched stage ([`Stage::Endpoint`]): a panic there is caught,
 //! counted in the status, and answered with `500`.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::collect::snapshot::Snapshot;
 use crate::status::{Stage, Status as Running};
@@ -35,9 +42,63 @@ pub(crate) trait Served: Send + Sync + 'static {
     fn health(&self) -> &Health;
 }
 
-/// Serves one connection.
-pub(crate) async fn serve(mut stream: TcpStream, served: Arc<impl Served>) {
-    let response = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream)).await {
+/// The open connections, in the order they were accepted.
+pub(crate) struct Connections {
+    tasks: JoinSet<()>,
+    /// Each connection's task and whether it is still reading its request,
+    /// oldest first.
+    open: VecDeque<(AbortHandle, Arc<AtomicBool>)>,
+}
+
+impl Connections {
+    pub(crate) fn new() -> Self {
+        Connections {
+            tasks: JoinSet::new(),
+            open: VecDeque::new(),
+        }
+    }
+
+    /// Serves `stream`, making room for it if all connections are taken.
+    pub(crate) fn admit(&mut self, stream: TcpStream, served: &Arc<impl Served>) {
+        while self.tasks.try_join_next().is_some() {}
+        self.open.retain(|(task, _)| !task.is_finished());
+        if self.open.len() >= MAX_CONNECTIONS {
+            let reading = self
+                .open
+                .iter()
+                .position(|(_, reading)| reading.load(Ordering::Relaxed));
+            match reading {
+                Some(oldest) => {
+                    if let Some((task, _)) = self.open.remove(oldest) {
+                        task.abort();
+                        served.health().evicted_one();
+                    }
+                }
+                None => {
+                    self.tasks.spawn(refuse(stream));
+                    return;
+                }
+            }
+        }
+        let reading = Arc::new(AtomicBool::new(true));
+        let task = self
+            .tasks
+            .spawn(serve(stream, Arc::clone(served), Arc::clone(&reading)));
+        self.open.push_back((task, reading));
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn close(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Serves one connection; `reading` is cleared once its request is in.
+async fn serve(mut stream: TcpStream, served: Arc<impl Served>, reading: Arc<AtomicBool>) {
+    let request = tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream)).await;
+    reading.store(false, Ordering::Relaxed);
+    let response = match request {
         Ok(Ok(request)) => answer(&request, &*served),
         Ok(Err(status)) => error(status),
         Err(_) => error(Status::Timeout),
@@ -50,7 +111,7 @@ pub(crate) async fn serve(mut stream: TcpStream, served: Arc<impl Served>) {
 }
 
 /// Answers a connection that is over the limit.
-pub(crate) async fn refuse(mut stream: TcpStream) {
+async fn refuse(mut stream: TcpStream) {
     let response = error(Status::Busy);
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&response)).await;
 }

@@ -22,6 +22,7 @@ pub(crate) fn status(status: &Status) -> String {
         rollup_interval_seconds: status.rollup_interval.as_secs_f64(),
         endpoint: status.endpoint.map_or_else(String::new, |a| a.to_string()),
         endpoint_listening: Some(status.endpoint_listening),
+        endpoint_evicted: status.endpoint_evicted,
         kernel: super::kernel::status_document(&status.kernel),
         collector: Some(collector(&status.collector)),
         facade: Some(facade(&status.facade)),

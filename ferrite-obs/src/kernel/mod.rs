@@ -400,6 +400,10 @@ kernel_counters! {
 /// A command site's name and module, as the kernel figures of its kind
 /// carry them.
 #[cfg(feature = "runtime")]
+#[cfg_attr(
+    not(ferrite_kernel),
+    expect(dead_code, reason = "read only by the kernel view's figures")
+)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CommandName {
     pub(crate) name: &'static str,
