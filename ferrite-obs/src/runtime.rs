@@ -1,17 +1,20 @@
 //! Starting and stopping the runtime: recording on, and a collector that
 //! publishes a [`Snapshot`] every `rollup_interval`.
 //!
-//! Two threads, whether or not the caller runs a tokio runtime:
+//! Three threads, whether or not the caller runs a tokio runtime:
 //!
 //! - `ferrite-obs`, the collector: a single-threaded tokio runtime that rolls
-//!   up every interval and serves the endpoint. Not a task on the server's
-//!   runtime: it never takes time from the server's workers, and it does not
-//!   depend on how that runtime was built (on one without the time or IO
-//!   driver, tokio panics where a timer or socket is made). Everything it
-//!   runs is ferrite-obs's own code, none of which waits: a rollup reads the
-//!   shards and the kernel view's maps without locks (and the slow log under
-//!   one the call path only ever tries), and an answer is rendered from the
-//!   latest snapshot.
+//!   up every interval. Not a task on the server's runtime: it never takes
+//!   time from the server's workers, and it does not depend on how that
+//!   runtime was built (on one without the time or IO driver, tokio panics
+//!   where a timer or socket is made). Everything it runs is ferrite-obs's
+//!   own code, none of which waits: a rollup reads the shards, the kernel
+//!   view's maps and the slow log's stage without locks.
+//! - `ferrite-http`, the endpoint, on a single-threaded runtime of its
+//!   own: each answer is rendered from the latest snapshot, so no request,
+//!   however large its answer or slow its client, holds up a rollup, and the
+//!   endpoint still answers (`/status` saying so) if the collector's thread
+//!   has ended.
 //! - `ferrite-metrics`, the export into the `metrics` facade, woken after
 //!   each rollup to export the latest snapshot. The recorder is the host's
 //!   (or a library's) code, which may block: on this thread of its own, a
@@ -129,6 +132,7 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     let shared = Arc::new(Shared {
         snapshot: Latest::new(Snapshot::empty()),
         stop: Notify::new(),
+        stop_endpoint: Notify::new(),
         endpoint: listener.as_ref().and_then(|l| l.local_addr().ok()),
         health: Health::new(kernel_status.is_active()),
         kernel: kernel_status,
@@ -162,13 +166,122 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     Ok(listener)
 }
 
-/// Starts the facade's thread, then the collector's, and waits until the
-/// collector runs with its listener registered.
+/// Starts the endpoint's thread (once its listener is registered), then
+/// the facade's and the collector's, and waits until the collector runs.
 fn spawn(
     shared: &Arc<Shared>,
     listener: Option<std::net::TcpListener>,
     kernel: Kernel,
 ) -> Result<Collector, StartError> {
+    let endpoint = match listener {
+        Some(listener) => Some(spawn_endpoint(shared, listener)?),
+        None => None,
+    };
+    let stop_endpoint = |endpoint: Option<std::thread::JoinHandle<()>>| {
+        shared.stop_endpoint.notify_one();
+        if let Some(endpoint) = endpoint {
+            let _ = endpoint.join();
+        }
+    };
+    let collector = spawn_collector(shared, kernel);
+    match collector {
+        Ok((done, thread)) => Ok(Collector {
+            done,
+            thread,
+            endpoint,
+        }),
+        Err(error) => {
+            stop_endpoint(endpoint);
+            Err(error)
+        }
+    }
+}
+
+/// The endpoint's thread (`ferrite-http`): its accept loop, each
+/// connection served by a task of its own, on a runtime of its own, so that
+/// no request, however slow to render or to take, holds up a rollup.
+/// Returns once the listener is registered with that runtime.
+fn spawn_endpoint(
+    shared: &Arc<Shared>,
+    listener: std::net::TcpListener,
+) -> Result<std::thread::JoinHandle<()>, StartError> {
+    let addr = listener.local_addr().ok();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| StartError::Thread { source })?;
+    let (ready, is_ready) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("ferrite-http".into())
+        .spawn({
+            let shared = Arc::clone(shared);
+            move || {
+                // Unwind-safe: the loop owns only the listener and its
+                // connections, dropped as a panic unwinds.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    runtime.block_on(serve_endpoint(&shared, listener, ready));
+                }));
+                shared.health.set_listening(false);
+            }
+        })
+        .map_err(|source| StartError::Thread { source })?;
+    match is_ready.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(source)) => {
+            let _ = thread.join();
+            Err(match addr {
+                Some(addr) => StartError::Bind { addr, source },
+                None => StartError::Thread { source },
+            })
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(StartError::Thread {
+                source: std::io::Error::other("the endpoint's thread ended before it ran"),
+            })
+        }
+    }
+}
+
+/// The endpoint's accept loop, until the runtime stops.
+async fn serve_endpoint(
+    shared: &Arc<Shared>,
+    listener: std::net::TcpListener,
+    ready: SyncSender<std::io::Result<()>>,
+) {
+    // Registered with this thread's runtime (it needs one to exist).
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    shared.health.set_listening(true);
+    let _ = ready.send(Ok(()));
+    let mut connections = endpoint::Connections::new();
+    loop {
+        tokio::select! {
+            () = shared.stop_endpoint.notified() => break,
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    connections.admit(stream, shared);
+                }
+            }
+        }
+    }
+    // The port is free once the listener is dropped; no connection outlives
+    // the runtime.
+    drop(listener);
+    shared.health.set_listening(false);
+    connections.close().await;
+}
+
+/// Starts the facade's thread, then the collector's.
+fn spawn_collector(
+    shared: &Arc<Shared>,
+    kernel: Kernel,
+) -> Result<(oneshot::Receiver<()>, std::thread::JoinHandle<()>), StartError> {
     let thread_error = |source| StartError::Thread { source };
     // A wake-up pending is enough: the export reads the latest snapshot.
     let (wake, woken) = mpsc::sync_channel(1);
@@ -198,24 +311,14 @@ fn spawn(
         .spawn({
             let shared = Arc::clone(shared);
             move || {
-                let task = collect(Arc::clone(&shared), listener, kernel, wake, ready);
+                let task = collect(Arc::clone(&shared), kernel, wake, ready);
                 run_collector(&shared, runtime, task, facade);
                 let _ = done.send(());
             }
         })
         .map_err(thread_error)?;
     match is_ready.recv() {
-        Ok(Ok(())) => Ok(Collector {
-            done: is_done,
-            thread,
-        }),
-        Ok(Err(source)) => {
-            let _ = thread.join();
-            Err(match shared.config.endpoint {
-                Some(addr) => StartError::Bind { addr, source },
-                None => StartError::Thread { source },
-            })
-        }
+        Ok(()) => Ok((is_done, thread)),
         Err(_) => {
             let _ = thread.join();
             Err(StartError::Thread {
@@ -279,6 +382,8 @@ fn join_facade(facade: FacadeThread, limit: Duration) {
 pub(crate) struct Shared {
     pub(crate) snapshot: Latest<Snapshot>,
     stop: Notify,
+    /// Stops the endpoint's thread.
+    stop_endpoint: Notify,
     /// The endpoint's bound address, when it is on.
     endpoint: Option<SocketAddr>,
     /// The kernel view's status after loading.
@@ -328,29 +433,14 @@ impl Served for Shared {
 struct Collector {
     done: oneshot::Receiver<()>,
     thread: std::thread::JoinHandle<()>,
+    /// The endpoint's thread, when it is on.
+    endpoint: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The collector loop: a rollup every interval and a final one on stop, and
-/// the endpoint's accept loop, each connection served by a task of its own.
-/// `ready` is told once the listener is registered (or why it could not be).
-async fn collect(
-    shared: Arc<Shared>,
-    listener: Option<std::net::TcpListener>,
-    kernel: Kernel,
-    wake: SyncSender<()>,
-    ready: SyncSender<std::io::Result<()>>,
-) {
-    // Registered with this task's runtime (it needs one to exist).
-    let listener = match listener.map(TcpListener::from_std).transpose() {
-        Ok(listener) => listener,
-        Err(error) => {
-            let _ = ready.send(Err(error));
-            return;
-        }
-    };
-    shared.health.set_listening(listener.is_some());
-    let _ = ready.send(Ok(()));
-    let mut connections = endpoint::Connections::new();
+/// The collector loop: a rollup every interval and a final one on stop.
+/// `ready` is told once the loop runs.
+async fn collect(shared: Arc<Shared>, kernel: Kernel, wake: SyncSender<()>, ready: SyncSender<()>) {
+    let _ = ready.send(());
     let mut rollup = Rollup::new(cost::measure_per_call_ns(), kernel);
     let mut ticker = tokio::time::interval(shared.config.rollup_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -363,16 +453,8 @@ async fn collect(
                 rollup.unload_kernel();
                 break;
             }
-            Some(stream) = accept(listener.as_ref()) => {
-                connections.admit(stream, &shared);
-            }
         }
     }
-    // The port is free once the listener is dropped; no connection outlives
-    // the runtime.
-    drop(listener);
-    shared.health.set_listening(false);
-    connections.close().await;
 }
 
 /// One rollup, as a watched stage: the snapshot made and published, and the
@@ -412,14 +494,6 @@ fn export_to_facade(shared: &Shared, woken: &Receiver<()>) {
             shared.health.facade_failed();
             return;
         }
-    }
-}
-
-/// The next connection; never, without an endpoint.
-async fn accept(listener: Option<&TcpListener>) -> Option<tokio::net::TcpStream> {
-    match listener {
-        Some(listener) => listener.accept().await.ok().map(|(stream, _)| stream),
-        None => std::future::pending().await,
     }
 }
 
@@ -507,6 +581,10 @@ impl Handle {
         let _ = collector.done.await;
         // It has sent `done` and returns at once.
         let _ = collector.thread.join();
+        shared.stop_endpoint.notify_one();
+        if let Some(endpoint) = collector.endpoint {
+            let _ = endpoint.join();
+        }
         set_recording(false);
         slowlog::disable();
         STARTED.store(false, Ordering::Release);
@@ -525,6 +603,7 @@ impl Drop for Handle {
         if let (Some(shared), Some(_)) = (&self.shared, &self.collector) {
             crate::fork::stopped();
             shared.stop.notify_one();
+            shared.stop_endpoint.notify_one();
             set_recording(false);
             slowlog::disable();
             STARTED.store(false, Ordering::Release);
@@ -541,6 +620,7 @@ mod tests {
         let shared = Shared {
             snapshot: Latest::new(Snapshot::empty()),
             stop: Notify::new(),
+            stop_endpoint: Notify::new(),
             endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             kernel: KernelStatus::Active {
                 kernel: "6.1".to_owned(),
@@ -582,8 +662,8 @@ mod tests {
         assert!(!status.collector_running);
         assert!(!status.recording, "nobody collects: recording is off");
         assert!(
-            !status.endpoint_listening,
-            "the listener went with the thread"
+            status.endpoint_listening,
+            "the endpoint, on its own thread, still answers and says so"
         );
         assert_eq!(status.kernel, KernelStatus::Off, "so did the programs");
         assert_eq!(status.collector.panics, 1);

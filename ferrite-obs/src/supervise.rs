@@ -209,10 +209,9 @@ impl Health {
     }
 
     /// Called by the collector's thread as it ends: `requested` when the
-    /// handle stopped it. Its listener and the kernel view (which it owned)
-    /// are gone by then.
+    /// handle stopped it. The kernel view (which it owned) is gone by then;
+    /// the endpoint, on its own thread, is not.
     pub(crate) fn collector_ended(&self, requested: bool) {
-        self.listening.store(false, Relaxed);
         self.kernel_attached.store(false, Relaxed);
         self.collector
             .store(if requested { STOPPED } else { EXITED }, Relaxed);

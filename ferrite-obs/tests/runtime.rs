@@ -39,8 +39,8 @@ fn threads() -> Vec<String> {
         .collect()
 }
 
-/// The runtime's threads: the collector, and the facade's export.
-const THREADS: [&str; 2] = ["ferrite-obs", "ferrite-metrics"];
+/// The runtime's threads: the collector, the facade's export and the endpoint.
+const THREADS: [&str; 3] = ["ferrite-obs", "ferrite-metrics", "ferrite-http"];
 
 fn runtime_threads() -> Vec<String> {
     threads()
