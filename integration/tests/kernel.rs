@@ -1349,6 +1349,16 @@ fn burst(sleep: Duration) {
 #[probe(command, name = "INSTANT", skip_all)]
 fn instant() {}
 
+/// The kernel counters of the latest snapshot (all 0 before the first).
+fn counters(handle: &Handle) -> ferrite_obs::kernel::KernelCounters {
+    handle
+        .snapshot()
+        .kernel
+        .as_ref()
+        .map(|k| k.counters)
+        .unwrap_or_default()
+}
+
 /// Starts the runtime with the slow log taking every command (4,096 kept),
 /// for a test of per-command off-CPU time.
 fn start_logging_every_command(test: &str) -> Option<Handle> {
@@ -1405,7 +1415,7 @@ fn assert_every_entry_kept(handle: &Handle, command: &str, expected: usize, slep
         idle.len() <= expected.div_ceil(20),
         "{} of {expected} {command} entries show no off-CPU time: ids {idle:x?}; kernel counters: {:#?}",
         idle.len(),
-        handle.snapshot().kernel.as_ref().map(|k| k.counters)
+        counters(handle)
     );
     for entry in entries.iter().filter(|e| !idle.contains(&e.id)) {
         let kernel = entry.kernel.unwrap();
@@ -1419,7 +1429,7 @@ fn assert_every_entry_kept(handle: &Handle, command: &str, expected: usize, slep
         assert!(
             kernel.off_cpu >= slept / 2 && kernel.off_cpu <= entry.duration + slept / 2,
             "each {command} slept {slept:?}: {entry:?}; kernel counters: {:#?}",
-            handle.snapshot().kernel.as_ref().map(|k| k.counters)
+            counters(handle)
         );
     }
 }
@@ -1437,12 +1447,7 @@ fn commands_on_hundreds_of_threads_each_keep_their_kernel_breakdown() {
     ) else {
         return;
     };
-    let before = handle
-        .snapshot()
-        .kernel
-        .clone()
-        .unwrap_or_default()
-        .counters;
+    let before = counters(&handle);
     const SLEEP: Duration = Duration::from_millis(6);
 
     let run_together = |threads: usize, commands: usize, sleep: Duration| {
@@ -1480,12 +1485,7 @@ fn commands_on_hundreds_of_threads_each_keep_their_kernel_breakdown() {
     long.join().unwrap();
     assert_every_entry_kept(&handle, "BURST", 1, LONG);
 
-    let after = handle
-        .snapshot()
-        .kernel
-        .clone()
-        .unwrap_or_default()
-        .counters;
+    let after = counters(&handle);
     assert_eq!(after.command_misses, before.command_misses, "{after:#?}");
     assert_eq!(after.commands_without_entry, 0, "{after:#?}");
     support::shutdown(handle);
@@ -1573,12 +1573,7 @@ fn a_forked_child_never_touches_the_parents_attribution() {
     // The forking thread registers, so the child inherits its state.
     burst(SLEEP);
     ferrite_obs::slowlog::reset();
-    let before = handle
-        .snapshot()
-        .kernel
-        .clone()
-        .unwrap_or_default()
-        .counters;
+    let before = counters(&handle);
 
     let mut fds = [0; 2];
     // SAFETY: a two-element array for pipe(2).
@@ -1653,12 +1648,7 @@ fn a_forked_child_never_touches_the_parents_attribution() {
     release.send(()).unwrap();
     collider.join().unwrap();
     assert_every_entry_kept(&handle, "BURST", 2 * CALLS, SLEEP);
-    let after = handle
-        .snapshot()
-        .kernel
-        .clone()
-        .unwrap_or_default()
-        .counters;
+    let after = counters(&handle);
     assert_eq!(after.command_misses, before.command_misses, "{after:#?}");
     support::shutdown(handle);
 }

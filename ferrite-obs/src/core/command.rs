@@ -158,8 +158,8 @@ fn next_round(index: usize) -> u32 {
 #[cold]
 #[inline(never)]
 fn first_index() -> usize {
-    // Starts 4,099 indices apart (a prime number of words, and three bits
-    // in), so that threads begin in different words.
+    // Starts 4,099 indices apart (a prime: 64 words and 3 bits), so that
+    // threads begin in different words and bits.
     let start = NEXT_START.fetch_add(4099, Ordering::Relaxed) as usize % INDICES;
     start.max(1)
 }
@@ -174,7 +174,7 @@ fn unindexed_id() -> u64 {
 /// ends: a later command may hold it.
 #[inline]
 pub(crate) fn release(id: u64) {
-    let index = id as usize & (INDICES - 1);
+    let index = index_of(id);
     if index != 0 {
         // Release: the next holder sees this holder's round.
         HELD[index / 64].fetch_and(!(1u64 << (index % 64)), Ordering::Release);
@@ -182,7 +182,6 @@ pub(crate) fn release(id: u64) {
 }
 
 /// The index of command `id`: its kernel entry, or 0 for none.
-#[cfg(any(test, ferrite_kernel))]
 #[inline(always)]
 pub(crate) fn index_of(id: u64) -> usize {
     id as usize & (INDICES - 1)
