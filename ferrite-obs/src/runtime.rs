@@ -413,6 +413,7 @@ impl Served for Shared {
             endpoint: self.endpoint,
             endpoint_listening: self.health.listening(),
             endpoint_evicted: self.health.evicted(),
+            endpoint_refused: self.health.refused(),
             kernel: if self.kernel.is_active() && !self.health.kernel_attached() {
                 KernelStatus::Off
             } else {
@@ -551,6 +552,7 @@ impl Handle {
             endpoint: self.endpoint(),
             endpoint_listening: false,
             endpoint_evicted: 0,
+            endpoint_refused: 0,
             kernel: KernelStatus::Off,
             collector: CollectorStatus::off(),
             facade: FacadeStatus::off(),

@@ -245,6 +245,9 @@ pub struct Status {
     /// for a new one.
     #[serde(default)]
     pub endpoint_evicted: u64,
+    /// Connections answered `503`, all 64 being answered.
+    #[serde(default)]
+    pub endpoint_refused: u64,
     /// The kernel view's state (`off` once its programs are detached).
     pub kernel: KernelStatus,
     /// The collector's thread and rollups; `None` from a server that

@@ -31,6 +31,8 @@ pub struct Status {
     /// Connections the endpoint closed while they were still sending their
     /// request, to make room for a new one (all 64 being taken).
     pub endpoint_evicted: u64,
+    /// Connections answered `503` because all 64 were being answered.
+    pub endpoint_refused: u64,
     /// The kernel view: off, active (its programs attached), or degraded
     /// and why. `Off` once its programs are detached.
     pub kernel: KernelStatus,

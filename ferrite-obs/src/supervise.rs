@@ -131,8 +131,10 @@ pub(crate) struct Health {
     facade_failed: AtomicBool,
     /// Whether the endpoint's listener is open.
     listening: AtomicBool,
-    /// Connections the endpoint closed to make room (see `endpoint`).
+    /// Connections the endpoint closed to make room, and those it refused
+    /// (see `endpoint`).
     evicted: AtomicU64,
+    refused: AtomicU64,
     /// Whether the kernel view's programs are attached.
     kernel_attached: AtomicBool,
 }
@@ -150,6 +152,7 @@ impl Health {
             facade_failed: AtomicBool::new(false),
             listening: AtomicBool::new(false),
             evicted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             kernel_attached: AtomicBool::new(kernel_attached),
         }
     }
@@ -223,6 +226,14 @@ impl Health {
 
     pub(crate) fn evicted(&self) -> u64 {
         self.evicted.load(Relaxed)
+    }
+
+    pub(crate) fn refused_one(&self) {
+        self.refused.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
     }
 
     pub(crate) fn set_listening(&self, listening: bool) {

@@ -678,6 +678,11 @@ fn a_scraper_is_served_at_once_beside_200_hostile_connections() {
     // One more for the first scrape's slot; the later ones found the slot
     // it left.
     assert_eq!(handle.status().endpoint_evicted, (HOSTILE - 64 + 1) as u64);
+    assert_eq!(
+        handle.status().endpoint_refused,
+        0,
+        "none was being answered"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(held);
     for trickler in tricklers {

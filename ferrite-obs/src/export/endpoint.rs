@@ -8,7 +8,7 @@
 //! request (idle, trickling or garbled: counted in the status as evicted),
 //! so connections that hold their slot without asking cannot keep a
 //! scraper out; only when all 64 are being answered does a new one get
-//! `503`. Nothing a client does can stall the collector, which only
+//! `503` (counted as refused). Nothing a client does can stall the collector, which only
 //! accepts connections and hands each to a task of its own. Rendering an
 //! answer is a watched stage ([`Stage::Endpoint`]): a panic there is caught,
 //! counted in the status, and answered with `500`.
@@ -75,6 +75,7 @@ impl Connections {
                     }
                 }
                 None => {
+                    served.health().refused_one();
                     self.tasks.spawn(refuse(stream));
                     return;
                 }

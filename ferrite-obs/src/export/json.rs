@@ -23,6 +23,7 @@ pub(crate) fn status(status: &Status) -> String {
         endpoint: status.endpoint.map_or_else(String::new, |a| a.to_string()),
         endpoint_listening: Some(status.endpoint_listening),
         endpoint_evicted: status.endpoint_evicted,
+        endpoint_refused: status.endpoint_refused,
         kernel: super::kernel::status_document(&status.kernel),
         collector: Some(collector(&status.collector)),
         facade: Some(facade(&status.facade)),
